@@ -18,12 +18,13 @@ class PollError(Exception):
     method, URL, status and error text only.
     """
 
-    def __init__(self, reason: str, message: str, error_number: int | None = None):
+    def __init__(self, reason: str, message: str, error_number: int | None = None, http_status: int | None = None):
         if reason not in REASONS:
             raise ValueError(f"unknown poll failure reason {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.error_number = error_number
+        self.http_status = http_status
 
 
 class ResponseError(Exception):

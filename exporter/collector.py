@@ -1,0 +1,159 @@
+"""The collector: metric families built from the poller's latest view.
+
+It never calls the API. `collect()` reads one `View`, so a scrape sees whole polls
+only. Example output for the seed response of job 1326229437638:
+
+    opensrs_migration_job_throughput_bytes_per_second{job_id="1326229437638"} 628222.976
+    opensrs_migration_user_migrated_messages{job_id="1326229437638",user="user@example.com"} 5.0
+    opensrs_migration_folder_skipped_messages{folder="Trash",job_id="1326229437638",user="user@example.com"} 1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter import metricdefs as m
+from exporter.errors import REASONS
+from exporter.poller import JobView, View
+from exporter.snapshot import STATES, UNKNOWN_STATE, JobStatus
+
+USER_STATES = STATES + (UNKNOWN_STATE,)
+
+
+def _family(definition: m.MetricDef) -> GaugeMetricFamily | CounterMetricFamily:
+    if definition.type == "counter":
+        return CounterMetricFamily(definition.name, definition.help, labels=definition.labels)
+    return GaugeMetricFamily(definition.name, definition.help, labels=definition.labels)
+
+
+def _add(family: Metric, labels: list[str], value: float | None) -> None:
+    # None marks a value the API sent that is not a finite number: no sample.
+    if value is not None:
+        family.add_metric(labels, value)
+
+
+def _total(values: Iterator[float | None]) -> float | None:
+    """Sum the users' values; one unreadable value makes the sum unknown, not smaller."""
+    total = 0.0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+class MigrationCollector(Collector):
+    """Builds every family of the metric contract from `view_source()` on each collect."""
+
+    def __init__(self, view_source: Callable[[], View], *, folders: bool = True):
+        self._view_source = view_source
+        self._folders = folders
+
+    def describe(self) -> list[Metric]:
+        # Registering a collector that has describe() does not call collect(), so
+        # start-up never waits for a poll.
+        return [_family(definition) for definition in m.ALL]
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view_source()
+        yield from self._health(view)
+        fresh = [job for job in view.jobs if job.status is not None]
+        yield from self._job_level(fresh)
+        current = [job.status for job in fresh if not job.stale and job.status is not None]
+        yield from self._user_level(current)
+        if self._folders:
+            yield from self._folder_level(current)
+
+    def _health(self, view: View) -> Iterator[Metric]:
+        build_info = _family(m.BUILD_INFO)
+        build_info.add_metric([__version__], 1)
+        jobs = _family(m.JOBS)
+        jobs.add_metric([], len(view.jobs))
+        up, last_success, duration, poll_errors, invalid = (
+            _family(d) for d in (m.JOB_UP, m.JOB_LAST_SUCCESS, m.JOB_POLL_DURATION, m.POLL_ERRORS, m.INVALID_VALUES)
+        )
+        for job in view.jobs:
+            self._job_health(job, up, last_success, duration, poll_errors, invalid)
+        api_errors = _family(m.API_ERRORS)
+        for number, count in sorted(view.api_errors.items()):
+            api_errors.add_metric([number], count)
+        yield from (build_info, jobs, up, last_success, duration, poll_errors, api_errors, invalid)
+
+    @staticmethod
+    def _job_health(job: JobView, up: Metric, last_success: Metric, duration: Metric, poll_errors: Metric,
+                    invalid: Metric) -> None:
+        labels = [job.job_id]
+        up.add_metric(labels, 1 if job.up else 0)
+        _add(last_success, labels, job.last_success)
+        _add(duration, labels, job.poll_duration)
+        # Every reason is present from the start, so rate() sees the first failure.
+        for reason in REASONS:
+            poll_errors.add_metric([job.job_id, reason], job.poll_errors.get(reason, 0))
+        for field, count in sorted(job.invalid_values.items()):
+            invalid.add_metric([job.job_id, field], count)
+
+    def _job_level(self, jobs: list[JobView]) -> Iterator[Metric]:
+        throughput, users, migrated, skipped, failed, remote, migrated_bytes, critical = (
+            _family(d) for d in m.JOB_LEVEL
+        )
+        for job in jobs:
+            status = job.status
+            assert status is not None
+            labels = [status.job_id]
+            _add(throughput, labels, status.throughput_bytes_per_second)
+            counts = {state: 0 for state in USER_STATES}
+            for user in status.users:
+                counts[user.state] += 1
+            for state in STATES:
+                users.add_metric([status.job_id, state], counts[state])
+            if counts[UNKNOWN_STATE]:
+                users.add_metric([status.job_id, UNKNOWN_STATE], counts[UNKNOWN_STATE])
+            _add(migrated, labels, _total(u.migrated_messages for u in status.users))
+            _add(skipped, labels, _total(u.skipped_messages for u in status.users))
+            _add(failed, labels, _total(u.failed_messages for u in status.users))
+            _add(remote, labels, _total(u.remote_messages for u in status.users))
+            _add(migrated_bytes, labels, _total(u.migrated_bytes for u in status.users))
+            _add(critical, labels, _total(u.critical_errors for u in status.users))
+        yield from (throughput, users, migrated, skipped, failed, remote, migrated_bytes, critical)
+
+    def _user_level(self, statuses: list[JobStatus]) -> Iterator[Metric]:
+        state, info, migrated, skipped, failed, remote, migrated_bytes, critical, folders, retry = (
+            _family(d) for d in m.USER_LEVEL
+        )
+        for status in statuses:
+            for user in status.users:
+                labels = [status.job_id, user.user]
+                for name in USER_STATES:
+                    if name != UNKNOWN_STATE or user.state == UNKNOWN_STATE:
+                        state.add_metric(labels + [name], 1 if user.state == name else 0)
+                info.add_metric(labels + [user.remote_user, user.server, user.method, user.delimiter], 1)
+                _add(migrated, labels, user.migrated_messages)
+                _add(skipped, labels, user.skipped_messages)
+                _add(failed, labels, user.failed_messages)
+                _add(remote, labels, user.remote_messages)
+                _add(migrated_bytes, labels, user.migrated_bytes)
+                _add(critical, labels, user.critical_errors)
+                _add(folders, labels, user.folder_count)
+                _add(retry, labels + ["1"], user.retry1_messages)
+                _add(retry, labels + ["2"], user.retry2_messages)
+        yield from (state, info, migrated, skipped, failed, remote, migrated_bytes, critical, folders, retry)
+
+    def _folder_level(self, statuses: list[JobStatus]) -> Iterator[Metric]:
+        migrated, skipped, failed, remote, retry, migrated_bytes, next_uid = (_family(d) for d in m.FOLDER_LEVEL)
+        for status in statuses:
+            for user in status.users:
+                for folder in user.folders:
+                    labels = [status.job_id, user.user, folder.name]
+                    _add(migrated, labels, folder.migrated_messages)
+                    _add(skipped, labels, folder.skipped_messages)
+                    _add(failed, labels, folder.failed_messages)
+                    _add(remote, labels, folder.remote_messages)
+                    _add(retry, labels + ["1"], folder.retry1_messages)
+                    _add(retry, labels + ["2"], folder.retry2_messages)
+                    _add(migrated_bytes, labels, folder.migrated_bytes)
+                    _add(next_uid, labels, folder.next_uid)
+        yield from (migrated, skipped, failed, remote, retry, migrated_bytes, next_uid)

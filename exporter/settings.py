@@ -1,0 +1,354 @@
+"""Exporter settings from flags, `OPENSRS_*` environment variables and defaults.
+
+Flags win over environment variables, which win over defaults. The password comes
+only from `OPENSRS_PASSWORD` or the file named by `OPENSRS_PASSWORD_FILE`, never
+from a flag, so it never shows in `ps`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from exporter import __version__
+
+MAX_JOB_ID_LENGTH = 128
+
+
+class SettingsError(Exception):
+    """An invalid setting; the message names the setting, the value and the accepted form."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting is spelled on the command line and in the environment."""
+
+    flag: str | None
+    env: str
+    accepted: str
+    secret: bool = False
+
+
+OPTIONS: dict[str, Option] = {
+    "oma_url": Option("--oma.url", "OPENSRS_OMA_URL", "an http:// or https:// URL such as https://admin.a.hostedemail.com/api"),
+    "oma_user": Option("--oma.user", "OPENSRS_OMA_USER", "the OMA admin user, e.g. admin@example.com"),
+    "password": Option(None, "OPENSRS_PASSWORD", "the OMA admin password (or OPENSRS_PASSWORD_FILE)", secret=True),
+    "password_file": Option(None, "OPENSRS_PASSWORD_FILE", "a readable file that contains the password"),
+    "oma_client": Option("--oma.client", "OPENSRS_OMA_CLIENT", "a short printable string, at most 100 characters"),
+    "oma_ca_file": Option("--oma.ca-file", "OPENSRS_OMA_CA_FILE", "a readable PEM file of CA certificates"),
+    "oma_session_token": Option("--oma.session-token", "OPENSRS_OMA_SESSION_TOKEN", "true or false"),
+    "oma_session_token_duration": Option(
+        "--oma.session-token-duration", "OPENSRS_OMA_SESSION_TOKEN_DURATION", "a duration from 1s to 24h, e.g. 3h"
+    ),
+    "jobs": Option("--jobs", "OPENSRS_JOBS", 'job IDs as "a,b", a JSON list such as ["a", 123], or one ID'),
+    "poll_interval": Option("--poll.interval", "OPENSRS_POLL_INTERVAL", "a duration greater than 0, e.g. 60 or 1m"),
+    "poll_connect_timeout": Option(
+        "--poll.connect-timeout", "OPENSRS_POLL_CONNECT_TIMEOUT", "a duration greater than 0, e.g. 5s"
+    ),
+    "poll_read_timeout": Option("--poll.read-timeout", "OPENSRS_POLL_READ_TIMEOUT", "a duration greater than 0, e.g. 30s"),
+    "poll_deadline": Option("--poll.deadline", "OPENSRS_POLL_DEADLINE", "a duration greater than 0, e.g. 45s"),
+    "poll_retries": Option("--poll.retries", "OPENSRS_POLL_RETRIES", "a whole number from 0 to 10"),
+    "poll_concurrency": Option("--poll.concurrency", "OPENSRS_POLL_CONCURRENCY", "a whole number from 1 to 64"),
+    "poll_stale_after": Option(
+        "--poll.stale-after", "OPENSRS_POLL_STALE_AFTER", "a duration at least as long as --poll.interval, e.g. 10m"
+    ),
+    "poll_max_response_size": Option(
+        "--poll.max-response-size", "OPENSRS_POLL_MAX_RESPONSE_SIZE", "a size in bytes greater than 0, e.g. 64MiB"
+    ),
+    "web_listen_address": Option(
+        "--web.listen-address", "OPENSRS_WEB_LISTEN_ADDRESS", "[host]:port such as :19877, 127.0.0.1:19877 or [::1]:19877"
+    ),
+    "web_telemetry_path": Option(
+        "--web.telemetry-path", "OPENSRS_WEB_TELEMETRY_PATH", "a path that starts with / and is not / or /-/..."
+    ),
+    "log_level": Option("--log.level", "OPENSRS_LOG_LEVEL", "debug, info, warn or error"),
+    "log_format": Option("--log.format", "OPENSRS_LOG_FORMAT", "logfmt or json"),
+    "demo": Option("--demo", "OPENSRS_DEMO", "true or false"),
+    "demo_speed": Option("--demo.speed", "OPENSRS_DEMO_SPEED", "a number of simulated seconds per second, from 0.1 to 100000"),
+}
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+_SIZE = re.compile(r"(\d+)\s*([A-Za-z]*)")
+
+
+def parse_duration(value: Any) -> float:
+    """Parse seconds as a number, or a Prometheus-style duration such as `1m30s` or `500ms`."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError("not a duration")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def parse_size(value: Any) -> int:
+    """Parse a byte count such as `1048576`, `64MiB` or `10MB`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(str(value).strip())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError("not a size")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def parse_job_ids(value: Any) -> tuple[str, ...]:
+    """Parse job IDs from `a,b`, `a, b`, a JSON list of strings or numbers, or one bare ID.
+
+    IDs stay strings, so `00123` keeps its leading zeros.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError as error:
+                raise ValueError(f"not a valid JSON list ({error.msg})") from None
+        else:
+            items = [part.strip() for part in text.split(",")] if text else []
+    ids: list[str] = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(f"job ID {item!r} is neither a string nor a whole number")
+        job_id = str(item).strip()
+        if not job_id:
+            raise ValueError("contains an empty job ID")
+        if len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable() or any(c.isspace() for c in job_id):
+            raise ValueError(f"job ID {job_id[:40]!r} has spaces, control characters or more than {MAX_JOB_ID_LENGTH} characters")
+        if job_id in ids:
+            raise ValueError(f"job ID {job_id!r} is listed twice")
+        ids.append(job_id)
+    return tuple(ids)
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split `[host]:port` into a host ("" for every address) and a port."""
+    host, separator, port_text = value.rpartition(":")
+    if not separator or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("not of the form [host]:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError("an IPv6 host needs brackets")
+    return host, int(port_text)
+
+
+class Settings(BaseSettings):
+    """Validated exporter settings; field names are the flags with `.` and `-` as `_`."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENSRS_", extra="forbid", validate_default=True)
+
+    oma_url: str | None = None
+    oma_user: str | None = None
+    password: SecretStr | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    oma_client: str = f"opensrs-migration-exporter/{__version__}"
+    oma_ca_file: Path | None = None
+    oma_session_token: bool = False
+    oma_session_token_duration: float = 10800.0
+    jobs: Annotated[tuple[str, ...], NoDecode] = ()
+    poll_interval: float = 60.0
+    poll_connect_timeout: float = 5.0
+    poll_read_timeout: float = 30.0
+    poll_deadline: float = 45.0
+    poll_retries: int = Field(default=2, ge=0, le=10)
+    poll_concurrency: int = Field(default=4, ge=1, le=64)
+    poll_stale_after: float = 600.0
+    poll_max_response_size: int = 64 * 1024 * 1024
+    web_listen_address: str = ":19877"
+    web_telemetry_path: str = "/metrics"
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    demo: bool = False
+    demo_speed: float = Field(default=60.0, ge=0.1, le=100000.0)
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _parse_jobs(cls, value: Any) -> tuple[str, ...]:
+        return parse_job_ids(value)
+
+    @field_validator(
+        "poll_interval", "poll_connect_timeout", "poll_read_timeout", "poll_deadline", "poll_stale_after",
+        "oma_session_token_duration", mode="before",
+    )
+    @classmethod
+    def _parse_duration(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if not 0 < seconds < float("inf"):
+            raise ValueError("must be greater than 0")
+        return seconds
+
+    @field_validator("poll_max_response_size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> int:
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError("must be greater than 0")
+        return size
+
+    @field_validator("oma_session_token_duration")
+    @classmethod
+    def _check_token_duration(cls, value: float) -> float:
+        # OMA accepts session_token_duration from 1 to 86400 seconds.
+        if not 1 <= value <= 86400:
+            raise ValueError("must be from 1s to 24h")
+        return value
+
+    @field_validator("oma_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; set OPENSRS_OMA_USER and OPENSRS_PASSWORD")
+        return value.strip().rstrip("/")
+
+    @field_validator("oma_client")
+    @classmethod
+    def _check_client(cls, value: str) -> str:
+        if not value.isprintable() or len(value) > 100:
+            raise ValueError("must be printable and at most 100 characters")
+        return value
+
+    @field_validator("web_listen_address")
+    @classmethod
+    def _check_listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _check_telemetry_path(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or value.startswith("/-/") or "?" in value or "#" in value:
+            raise ValueError("must start with / and must not be / or under /-/")
+        return value
+
+    @field_validator("oma_ca_file", "password_file")
+    @classmethod
+    def _check_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("file not found or not a regular file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
+        if self.poll_stale_after < self.poll_interval:
+            raise _FieldError("poll_stale_after", self.poll_stale_after, "must be at least --poll.interval")
+        if self.password is not None and self.password_file is not None:
+            raise _FieldError("password_file", self.password_file, "set either OPENSRS_PASSWORD or OPENSRS_PASSWORD_FILE, not both")
+        if self.demo:
+            return self
+        for name in ("oma_url", "oma_user"):
+            if not getattr(self, name):
+                raise _FieldError(name, None, "is required")
+        if self.password is None and self.password_file is None:
+            raise _FieldError("password", None, "is required")
+        if not self.jobs:
+            raise _FieldError("jobs", None, "is required: name at least one job ID")
+        return self
+
+    def read_password(self) -> str:
+        """Return the password from OPENSRS_PASSWORD or from the password file.
+
+        A trailing newline in the file is dropped because editors add one.
+        """
+        if self.password is not None:
+            secret = self.password.get_secret_value()
+        elif self.password_file is not None:
+            try:
+                secret = self.password_file.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+            except (OSError, UnicodeDecodeError) as error:
+                raise SettingsError(
+                    f"invalid setting OPENSRS_PASSWORD_FILE={self.password_file}: cannot read it "
+                    f"({type(error).__name__}); expected {OPTIONS['password_file'].accepted}"
+                ) from None
+        else:
+            return ""
+        if not secret:
+            raise SettingsError("invalid setting OPENSRS_PASSWORD: the password is empty; expected the OMA admin password")
+        return secret
+
+    def summary(self) -> dict[str, object]:
+        """Return the settings for the start-up log line, without the password."""
+        values = self.model_dump(exclude={"password"})
+        values["password"] = "<set>" if self.password is not None or self.password_file is not None else "<unset>"
+        values["jobs"] = ",".join(self.jobs)
+        return {key: str(value) for key, value in values.items()}
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, value: Any, problem: str):
+        super().__init__(problem)
+        self.field = field
+        self.value = value
+        self.problem = problem
+
+
+def _describe_value(option: Option, value: Any) -> str:
+    if option.secret:
+        return "<hidden>"
+    if value is None:
+        return "<unset>"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text[:200], ensure_ascii=False)
+
+
+def _setting_name(option: Option) -> str:
+    return f"{option.flag} ({option.env})" if option.flag else option.env
+
+
+def load_settings(flags: dict[str, Any]) -> Settings:
+    """Build Settings from the given flag values over the environment.
+
+    Raises SettingsError with one line that names the setting, the bad value (never a
+    secret) and the accepted form.
+    """
+    try:
+        return Settings(**flags)
+    except ValidationError as error:
+        raise SettingsError(_first_problem(error)) from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors(include_url=False)[0]
+    cause = (problem.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        option = OPTIONS[cause.field]
+        return (
+            f"invalid setting {_setting_name(option)}={_describe_value(option, cause.value)}: "
+            f"{cause.problem}; expected {option.accepted}"
+        )
+    location = problem["loc"][0] if problem["loc"] else ""
+    if location not in OPTIONS:
+        return f"invalid setting {location}: {problem['msg']}"
+    option = OPTIONS[str(location)]
+    context = problem.get("ctx") or {}
+    message = str(context.get("error") or problem["msg"]).removeprefix("Value error, ")
+    return (
+        f"invalid setting {_setting_name(option)}={_describe_value(option, problem.get('input'))}: "
+        f"{message}; expected {option.accepted}"
+    )
