@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every flag can also be set by the environment variable shown; the password only by "
         "OPENSRS_PASSWORD or OPENSRS_PASSWORD_FILE.",
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
     )
 
     def add(field: str, help_text: str, **kwargs: Any) -> None:
@@ -73,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    flags = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(_describe_unknown(unknown))
+    flags = vars(namespace)
     config_check = flags.pop("config_check")
     try:
         settings = load_settings(flags)
@@ -162,6 +167,15 @@ def _start_demo_simulator(speed: float):
     demo_jobs = tuple(simulator.simulation.job_ids()) if hasattr(simulator, "simulation") else ()
     log.info("demo simulator started", extra={"url": simulator.url, "speed": speed})
     return simulator, simulator.url, DEMO_USER, password, demo_jobs
+
+
+def _describe_unknown(arguments: list[str]) -> str:
+    """Name unknown flags without their values, which may be secrets."""
+    names = [argument.split("=", 1)[0] for argument in arguments if argument.startswith("-")]
+    message = f"unknown flags: {' '.join(names)}" if names else "unexpected arguments"
+    if any("password" in name or "token" in name for name in names):
+        message += " (the password is read only from OPENSRS_PASSWORD or OPENSRS_PASSWORD_FILE, never from a flag)"
+    return message
 
 
 def _url_host(host: str) -> str:
