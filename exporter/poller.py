@@ -47,8 +47,8 @@ class JobView:
     last_success: float | None = None
     """Unix time of the last successful poll."""
     poll_duration: float | None = None
-    poll_errors: Mapping[str, int] = field(default=_EMPTY)
-    invalid_values: Mapping[str, int] = field(default=_EMPTY)
+    poll_errors: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    invalid_values: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     last_error: tuple[str, str] | None = None
     """Reason and message of the most recent failure, cleared by a success."""
     last_success_monotonic: float | None = None
