@@ -144,7 +144,10 @@ def run(settings: Settings, password: str) -> int:
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
     serving.start()
     shown_host = host or "0.0.0.0"
-    log.info("serving metrics", extra={"url": f"http://{_url_host(shown_host)}:{server.port}{settings.web_telemetry_path}"})
+    metrics_url = f"http://{_url_host(shown_host)}:{server.port}{settings.web_telemetry_path}"
+    log.info("serving metrics", extra={"url": metrics_url})
+    if simulator is not None:
+        print(f"Demo running. OMA simulator: {simulator.url}  Metrics: {metrics_url}  Stop with Ctrl+C.", flush=True)
 
     stop.wait()
     log.info("stopping")
@@ -164,7 +167,7 @@ def _start_demo_simulator(speed: float):
     password = secrets.token_urlsafe(16)
     simulator = SimulatorServer(Simulation(scenario="demo", seed=1, speed=speed), user=DEMO_USER, password=password,
                                 host="127.0.0.1", port=0).start()
-    demo_jobs = tuple(simulator.simulation.job_ids()) if hasattr(simulator, "simulation") else ()
+    demo_jobs = tuple(simulator.simulation.job_ids())
     log.info("demo simulator started", extra={"url": simulator.url, "speed": speed})
     return simulator, simulator.url, DEMO_USER, password, demo_jobs
 

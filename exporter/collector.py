@@ -23,6 +23,15 @@ from exporter.snapshot import STATES, UNKNOWN_STATE, JobStatus
 
 USER_STATES = STATES + (UNKNOWN_STATE,)
 
+# OMA's documented error numbers start at 0, so rate() sees their first occurrence;
+# any other number appears when it first happens.
+DOCUMENTED_API_ERRORS = ("0", "1", "2", "5", "6", "7", "19", "20", "21", "22", "25")
+
+
+def _error_number_order(item: tuple[str, int]) -> tuple[int, str]:
+    number = item[0]
+    return (int(number), "") if number.isdigit() else (1 << 30, number)
+
 
 def _family(definition: m.MetricDef) -> GaugeMetricFamily | CounterMetricFamily:
     if definition.type == "counter":
@@ -79,7 +88,9 @@ class MigrationCollector(Collector):
         for job in view.jobs:
             self._job_health(job, up, last_success, duration, poll_errors, invalid)
         api_errors = _family(m.API_ERRORS)
-        for number, count in sorted(view.api_errors.items()):
+        counts = {number: 0 for number in DOCUMENTED_API_ERRORS}
+        counts.update(view.api_errors)
+        for number, count in sorted(counts.items(), key=_error_number_order):
             api_errors.add_metric([number], count)
         yield from (build_info, jobs, up, last_success, duration, poll_errors, api_errors, invalid)
 
