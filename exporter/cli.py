@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("poll_stale_after", "Remove a job's user and folder series when its last successful poll is older than this "
         "(default 10m).", metavar="DURATION")
     add("poll_max_response_size", "Largest migration_status response accepted (default 64MiB).", metavar="SIZE")
+    add("collector_folders", "Export folder series (default on); --no-collector.folders keeps job and user series only.",
+        action=argparse.BooleanOptionalAction)
+    add("collector_series_limit", "Most job, user and folder series to export; past it, whole jobs' folder series are "
+        "left out, last job IDs first (default 2000000, 0 for no limit).", metavar="N")
     add("web_listen_address", "Address to serve metrics on, [host]:port (default :19877).", metavar="ADDRESS")
     add("web_telemetry_path", "Path under which to serve metrics (default /metrics).", metavar="PATH")
     add("log_level", "Log level: debug, info, warn or error (default info).", metavar="LEVEL")
@@ -99,6 +103,7 @@ def run(settings: Settings, password: str) -> int:
     """Start the simulator (in demo mode), the poller and the HTTP server; block until a signal."""
     from exporter.client import OmaClient
     from exporter.poller import Poller
+    from exporter.render import render_job
     from exporter.server import Exposition, ExporterServer
 
     simulator = None
@@ -126,8 +131,11 @@ def run(settings: Settings, password: str) -> int:
         deadline=settings.poll_deadline,
         stale_after=settings.poll_stale_after,
         concurrency=settings.poll_concurrency,
+        prepare=render_job,
     )
-    exposition = Exposition(poller.view)
+    exposition = Exposition(
+        poller.view, folders=settings.collector_folders, series_limit=settings.collector_series_limit
+    )
     host, port = parse_listen_address(settings.web_listen_address)
     try:
         server = ExporterServer(host, port, exposition, poller.view, settings.web_telemetry_path)

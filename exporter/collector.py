@@ -19,9 +19,8 @@ from exporter import __version__
 from exporter import metricdefs as m
 from exporter.errors import REASONS
 from exporter.poller import JobView, View
+from exporter.render import USER_STATES, JobFragments, SeriesPlan, plan_series, state_counts, total
 from exporter.snapshot import STATES, UNKNOWN_STATE, JobStatus
-
-USER_STATES = STATES + (UNKNOWN_STATE,)
 
 # OMA's documented error numbers start at 0, so rate() sees their first occurrence;
 # any other number appears when it first happens.
@@ -45,22 +44,13 @@ def _add(family: Metric, labels: list[str], value: float | None) -> None:
         family.add_metric(labels, value)
 
 
-def _total(values: Iterator[float | None]) -> float | None:
-    """Sum the users' values; one unreadable value makes the sum unknown, not smaller."""
-    total = 0.0
-    for value in values:
-        if value is None:
-            return None
-        total += value
-    return total
-
-
 class MigrationCollector(Collector):
     """Builds every family of the metric contract from `view_source()` on each collect."""
 
-    def __init__(self, view_source: Callable[[], View], *, folders: bool = True):
+    def __init__(self, view_source: Callable[[], View], *, folders: bool = True, series_limit: int = 0):
         self._view_source = view_source
         self._folders = folders
+        self._series_limit = series_limit
 
     def describe(self) -> list[Metric]:
         # Registering a collector that has describe() does not call collect(), so
@@ -69,15 +59,15 @@ class MigrationCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         view = self._view_source()
-        yield from self._health(view)
+        plan = plan_series(view.jobs, self._folders, self._series_limit)
+        yield from self.health(view, plan)
         fresh = [job for job in view.jobs if job.status is not None]
         yield from self._job_level(fresh)
         current = [job.status for job in fresh if not job.stale and job.status is not None]
         yield from self._user_level(current)
-        if self._folders:
-            yield from self._folder_level(current)
+        yield from self._folder_level([status for status in current if status.job_id in plan.folder_jobs])
 
-    def _health(self, view: View) -> Iterator[Metric]:
+    def health(self, view: View, plan: SeriesPlan) -> Iterator[Metric]:
         build_info = _family(m.BUILD_INFO)
         build_info.add_metric([__version__], 1)
         jobs = _family(m.JOBS)
@@ -92,7 +82,15 @@ class MigrationCollector(Collector):
         counts.update(view.api_errors)
         for number, count in sorted(counts.items(), key=_error_number_order):
             api_errors.add_metric([number], count)
-        yield from (build_info, jobs, up, last_success, duration, poll_errors, api_errors, invalid)
+        render_duration = _family(m.JOB_RENDER_DURATION)
+        for job in view.jobs:
+            if isinstance(job.rendered, JobFragments):
+                render_duration.add_metric([job.job_id], job.rendered.render_seconds)
+        series, omitted = _family(m.EXPOSITION_SERIES), _family(m.EXPOSITION_OMITTED_SERIES)
+        series.add_metric([], plan.served)
+        omitted.add_metric([], plan.omitted)
+        yield from (build_info, jobs, up, last_success, duration, poll_errors, api_errors, invalid, render_duration,
+                    series, omitted)
 
     @staticmethod
     def _job_health(job: JobView, up: Metric, last_success: Metric, duration: Metric, poll_errors: Metric,
@@ -116,19 +114,17 @@ class MigrationCollector(Collector):
             assert status is not None
             labels = [status.job_id]
             _add(throughput, labels, status.throughput_bytes_per_second)
-            counts = {state: 0 for state in USER_STATES}
-            for user in status.users:
-                counts[user.state] += 1
+            counts = state_counts(status)
             for state in STATES:
                 users.add_metric([status.job_id, state], counts[state])
             if counts[UNKNOWN_STATE]:
                 users.add_metric([status.job_id, UNKNOWN_STATE], counts[UNKNOWN_STATE])
-            _add(migrated, labels, _total(u.migrated_messages for u in status.users))
-            _add(skipped, labels, _total(u.skipped_messages for u in status.users))
-            _add(failed, labels, _total(u.failed_messages for u in status.users))
-            _add(remote, labels, _total(u.remote_messages for u in status.users))
-            _add(migrated_bytes, labels, _total(u.migrated_bytes for u in status.users))
-            _add(critical, labels, _total(u.critical_errors for u in status.users))
+            _add(migrated, labels, total(u.migrated_messages for u in status.users))
+            _add(skipped, labels, total(u.skipped_messages for u in status.users))
+            _add(failed, labels, total(u.failed_messages for u in status.users))
+            _add(remote, labels, total(u.remote_messages for u in status.users))
+            _add(migrated_bytes, labels, total(u.migrated_bytes for u in status.users))
+            _add(critical, labels, total(u.critical_errors for u in status.users))
         yield from (throughput, users, migrated, skipped, failed, remote, migrated_bytes, critical)
 
     def _user_level(self, statuses: list[JobStatus]) -> Iterator[Metric]:

@@ -54,6 +54,17 @@ INVALID_VALUES = _counter(
     "Values in migration_status responses that are not finite numbers or known rate units; "
     "their series get no sample.",
 )
+JOB_RENDER_DURATION = _gauge(
+    "job_render_duration_seconds",
+    JOB,
+    "Wall time spent rendering the job's series after its most recent successful poll, in seconds.",
+)
+EXPOSITION_SERIES = _gauge(
+    "exposition_series", (), "Job, user and folder series in the exposition, health series not included."
+)
+EXPOSITION_OMITTED_SERIES = _gauge(
+    "exposition_omitted_series", (), "Folder series left out of the exposition by --collector.series-limit."
+)
 
 JOB_THROUGHPUT = _gauge(
     "job_throughput_bytes_per_second", JOB, "Aggregate throughput of the job (rate), in bytes per second."
@@ -101,7 +112,10 @@ FOLDER_RETRY_PENDING = _gauge(
 FOLDER_BYTES = _gauge("folder_migrated_bytes", FOLDER, "Bytes migrated from the folder.")
 FOLDER_NEXT_UID = _gauge("folder_next_uid", FOLDER, "Next IMAP UID the remote server reported for the folder.")
 
-HEALTH = (BUILD_INFO, JOBS, JOB_UP, JOB_LAST_SUCCESS, JOB_POLL_DURATION, POLL_ERRORS, API_ERRORS, INVALID_VALUES)
+HEALTH = (
+    BUILD_INFO, JOBS, JOB_UP, JOB_LAST_SUCCESS, JOB_POLL_DURATION, POLL_ERRORS, API_ERRORS, INVALID_VALUES,
+    JOB_RENDER_DURATION, EXPOSITION_SERIES, EXPOSITION_OMITTED_SERIES,
+)
 JOB_LEVEL = (JOB_THROUGHPUT, JOB_USERS, JOB_MIGRATED, JOB_SKIPPED, JOB_FAILED, JOB_REMOTE, JOB_BYTES, JOB_CRITICAL)
 USER_LEVEL = (
     USER_STATE, USER_INFO, USER_MIGRATED, USER_SKIPPED, USER_FAILED, USER_REMOTE,

@@ -52,6 +52,8 @@ class JobView:
     last_error: tuple[str, str] | None = None
     """Reason and message of the most recent failure, cleared by a success."""
     last_success_monotonic: float | None = None
+    rendered: Any = None
+    """What the `prepare` callable made of `status`, such as its rendered sample lines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,10 @@ class Poller:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         random_fraction: Callable[[], float] = random.random,
+        prepare: Callable[[JobStatus], Any] | None = None,
     ):
         self._client = client
+        self._prepare = prepare
         self._interval = interval
         self._deadline = deadline
         self._stale_after = stale_after
@@ -196,10 +200,14 @@ class Poller:
     def _poll(self, job_id: str) -> None:
         started = self._clock()
         status: JobStatus | None = None
+        rendered: Any = None
         failure: tuple[str, str] | None = None
         try:
             document = self._client.migration_status(job_id, started + self._deadline)
             status = parse_status(job_id, document)
+            del document  # the raw response can be large; free it before rendering
+            if self._prepare is not None:
+                rendered = self._prepare(status)
         except PollError as error:
             failure = (error.reason, str(error))
         except ResponseError as error:
@@ -210,10 +218,10 @@ class Poller:
             log.exception("poll failed unexpectedly", extra={"job_id": job_id})
             failure = (errors.INVALID_RESPONSE, f"unexpected {type(error).__name__}")
         duration = self._clock() - started
-        self._record(job_id, status, failure, duration)
+        self._record(job_id, status, rendered, failure, duration)
 
     def _record(
-        self, job_id: str, status: JobStatus | None, failure: tuple[str, str] | None, duration: float
+        self, job_id: str, status: JobStatus | None, rendered: Any, failure: tuple[str, str] | None, duration: float
     ) -> None:
         with self._lock:
             previous = self._jobs.get(job_id)
@@ -221,6 +229,7 @@ class Poller:
                 return  # removed from the settings while it was being polled
             if status is not None:
                 current = self._record_success(previous, status, duration)
+                current = replace(current, rendered=rendered)
             else:
                 assert failure is not None
                 current = self._record_failure(previous, failure, duration)

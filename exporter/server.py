@@ -11,16 +11,23 @@ import gzip
 import html
 import logging
 import socket
+import struct
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
+from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
+from exporter import metricdefs as m
 from exporter.collector import MigrationCollector
+from exporter.render import DEFLATE_END, GZIP_HEADER, JobFragments, deflate_segment, help_line, plan_series, render_job
 from exporter.poller import View
 
 log = logging.getLogger(__name__)
@@ -31,48 +38,135 @@ GZIP_LEVEL = 6
 
 
 class Exposition:
-    """Renders views through a registry and caches the bytes per view and format."""
+    """Serves views as exposition bytes, rendering each view once per format.
 
-    def __init__(self, view_source: Callable[[], View], *, folders: bool = True):
+    Job, user and folder samples come from each job's `JobFragments`, rendered when
+    its poll finished; health families go through the registry on each new view.
+    Bodies are lists of byte chunks so the large fragments are never copied into
+    one buffer. `?name[]=` filtering goes through the registry on demand.
+    """
+
+    def __init__(self, view_source: Callable[[], View], *, folders: bool = True, series_limit: int = 0):
         self._view_source = view_source
+        self._folders = folders
+        self._series_limit = series_limit
         self._rendering: View | None = None
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, bool], bytes] = {}
+        self._cache: dict[tuple[bool, bool], list[bytes]] = {}
         self._cached_version = -1
+        self._fallback: dict[str, JobFragments] = {}
+        self.collector = MigrationCollector(self._view_being_rendered, folders=folders, series_limit=series_limit)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(MigrationCollector(self._view_being_rendered, folders=folders))
+        self.registry.register(self.collector)
+        self._health_registry = CollectorRegistry(auto_describe=False)
+        self._health_registry.register(_HealthCollector(self))
 
     def _view_being_rendered(self) -> View:
         return self._rendering if self._rendering is not None else self._view_source()
 
-    def render(self, accept: str | None, use_gzip: bool, names: list[str] | None = None) -> tuple[bytes, str]:
-        """Return the body and content type for an Accept header, gzip-compressed on request."""
+    def render(self, accept: str | None, use_gzip: bool, names: list[str] | None = None) -> tuple[list[bytes], str]:
+        """Return the body chunks and content type for an Accept header, gzip-compressed on request."""
         encoder, content_type = choose_encoder(accept or "")
+        openmetrics = content_type.startswith("application/openmetrics-text")
         with self._lock:
             view = self._view_source()
             if names:
-                body = self._render_view(view, lambda: encoder(self.registry.restricted_registry(names)))
-                return (gzip.compress(body, GZIP_LEVEL) if use_gzip else body), content_type
+                body = self._with_view(view, lambda: encoder(self.registry.restricted_registry(names)))
+                return [gzip.compress(body, GZIP_LEVEL) if use_gzip else body], content_type
             if view.version != self._cached_version:
                 self._cache.clear()
                 self._cached_version = view.version
-            key = (content_type, use_gzip)
-            body = self._cache.get(key)
-            if body is None:
-                plain = self._cache.get((content_type, False))
-                if plain is None:
-                    plain = self._render_view(view, lambda: encoder(self.registry))
-                    self._cache[(content_type, False)] = plain
-                body = gzip.compress(plain, GZIP_LEVEL) if use_gzip else plain
-                self._cache[key] = body
-            return body, content_type
+            key = (openmetrics, use_gzip)
+            chunks = self._cache.get(key)
+            if chunks is None:
+                chunks = self._assemble(view, openmetrics, use_gzip)
+                self._cache[key] = chunks
+            return chunks, content_type
 
-    def _render_view(self, view: View, render: Callable[[], bytes]) -> bytes:
+    def _with_view(self, view: View, render: Callable[[], bytes]) -> bytes:
         self._rendering = view
         try:
             return render()
         finally:
             self._rendering = None
+
+    def _assemble(self, view: View, openmetrics: bool, use_gzip: bool) -> list[bytes]:
+        health_encoder = generate_openmetrics if openmetrics else generate_latest
+        health = self._with_view(view, lambda: health_encoder(self._health_registry))
+        if openmetrics:
+            health = health.removesuffix(b"# EOF\n")
+        plan = plan_series(view.jobs, self._folders, self._series_limit)
+        fragments = self._fragments(view)
+        pieces: list[tuple[bytes, JobFragments | None, str]] = [(health, None, "")]
+        levels = (
+            (m.JOB_LEVEL, [job.job_id for job in view.jobs if job.status is not None]),
+            (m.USER_LEVEL, [job.job_id for job in view.jobs if job.status is not None and not job.stale]),
+            (m.FOLDER_LEVEL, [job.job_id for job in view.jobs if job.job_id in plan.folder_jobs]),
+        )
+        for definitions, job_ids in levels:
+            for definition in definitions:
+                pieces.append((help_line(definition, openmetrics), None, ""))
+                pieces.extend((fragments[job_id].lines[definition.name], fragments[job_id], definition.name)
+                              for job_id in job_ids)
+        if openmetrics:
+            pieces.append((b"# EOF\n", None, ""))
+        if not use_gzip:
+            return [data for data, _, _ in pieces if data]
+        return _gzip_pieces(pieces)
+
+    def _fragments(self, view: View) -> dict[str, JobFragments]:
+        """Return each polled job's fragments, rendering here only when the poller did not."""
+        result: dict[str, JobFragments] = {}
+        for job in view.jobs:
+            if job.status is None:
+                continue
+            if isinstance(job.rendered, JobFragments):
+                result[job.job_id] = job.rendered
+                continue
+            cached = self._fallback.get(job.job_id)
+            if cached is None or cached.status is not job.status:
+                cached = render_job(job.status)
+                self._fallback[job.job_id] = cached
+            result[job.job_id] = cached
+        for job_id in set(self._fallback) - set(result):
+            del self._fallback[job_id]
+        return result
+
+
+def _gzip_pieces(pieces: list[tuple[bytes, JobFragments | None, str]]) -> list[bytes]:
+    """Build a gzip body from deflate segments, reusing each fragment's compressed segment."""
+    chunks = [GZIP_HEADER]
+    crc = 0
+    size = 0
+    for data, fragments, name in pieces:
+        if not data:
+            continue
+        if fragments is None:
+            segment = deflate_segment(data, GZIP_LEVEL)
+        else:
+            segment = fragments.compressed.get(name)
+            if segment is None:
+                segment = deflate_segment(data, GZIP_LEVEL)
+                fragments.compressed[name] = segment
+        chunks.append(segment)
+        crc = zlib.crc32(data, crc)
+        size += len(data)
+    chunks.append(DEFLATE_END)
+    chunks.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return chunks
+
+
+class _HealthCollector(Collector):
+    """The health families of the exposition's view being rendered."""
+
+    def __init__(self, exposition: Exposition):
+        self._exposition = exposition
+
+    def collect(self) -> Iterator[Metric]:
+        exposition = self._exposition
+        view = exposition._view_being_rendered()
+        plan = plan_series(view.jobs, exposition._folders, exposition._series_limit)
+        return exposition.collector.health(view, plan)
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -134,15 +228,17 @@ class _Handler(BaseHTTPRequestHandler):
         names = parse_qs(query).get("name[]")
         use_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
         try:
-            body, content_type = self.server.exposition.render(self.headers.get("Accept"), use_gzip, names)
+            chunks, content_type = self.server.exposition.render(self.headers.get("Accept"), use_gzip, names)
         except Exception:  # noqa: BLE001
             # The boundary of one scrape: a rendering bug must fail this scrape with
             # a 500 and a traceback in the log, not kill the server.
             log.exception("rendering the exposition failed")
             self._send(500, b"Rendering the metrics failed; see the exporter log.\n", "text/plain; charset=utf-8", head)
             return
-        extra = {"Content-Encoding": "gzip", "Vary": "Accept, Accept-Encoding"} if use_gzip else {"Vary": "Accept, Accept-Encoding"}
-        self._send(200, body, content_type, head, extra)
+        extra = {"Vary": "Accept, Accept-Encoding"}
+        if use_gzip:
+            extra["Content-Encoding"] = "gzip"
+        self._send(200, chunks, content_type, head, extra)
 
     def _landing_page(self) -> bytes:
         path = html.escape(self.server.telemetry_path)
@@ -158,15 +254,22 @@ class _Handler(BaseHTTPRequestHandler):
             "</ul></body></html>\n"
         ).encode()
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool, extra: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: bytes | list[bytes], content_type: str, head: bool,
+              extra: dict[str, str] | None = None) -> None:
+        chunks = [body] if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(chunk) for chunk in chunks)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        if head:
+            return
+        try:
+            for chunk in chunks:
+                self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("client closed the connection during the response", extra={"client": self.client_address[0]})
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature fixed by http.server)
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})

@@ -63,6 +63,10 @@ OPTIONS: dict[str, Option] = {
     "poll_max_response_size": Option(
         "--poll.max-response-size", "OPENSRS_POLL_MAX_RESPONSE_SIZE", "a size in bytes greater than 0, e.g. 64MiB"
     ),
+    "collector_folders": Option("--collector.folders", "OPENSRS_COLLECTOR_FOLDERS", "true or false"),
+    "collector_series_limit": Option(
+        "--collector.series-limit", "OPENSRS_COLLECTOR_SERIES_LIMIT", "a whole number of series, 0 for no limit"
+    ),
     "web_listen_address": Option(
         "--web.listen-address", "OPENSRS_WEB_LISTEN_ADDRESS", "[host]:port such as :19877, 127.0.0.1:19877 or [::1]:19877"
     ),
@@ -176,6 +180,8 @@ class Settings(BaseSettings):
     poll_concurrency: int = Field(default=4, ge=1, le=64)
     poll_stale_after: float = 600.0
     poll_max_response_size: int = 64 * 1024 * 1024
+    collector_folders: bool = True
+    collector_series_limit: int = Field(default=2_000_000, ge=0)
     web_listen_address: str = ":19877"
     web_telemetry_path: str = "/metrics"
     log_level: Literal["debug", "info", "warn", "error"] = "info"
