@@ -9,7 +9,7 @@ DEMO_ADDRESS ?= 127.0.0.1:19877
 # Debian packages whose binaries the tests run: prometheus and promtool, Alertmanager,
 # and docker-compose, which validates Compose files without a Docker engine.
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose
-REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager docker-compose
+REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager amtool docker-compose
 
 .PHONY: all venv tools test demo bench clean
 

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("poll_concurrency", "Jobs polled at the same time (default 4).", metavar="N")
     add("poll_stale_after", "Remove a job's user and folder series when its last successful poll is older than this "
         "(default 10m).", metavar="DURATION")
+    add("poll_finished_interval", "Time between polls of a job whose users are all complete or error (default 10m).",
+        metavar="DURATION")
+    add("poll_finished_retention", "How long a finished job's final values stay exported before the job is dropped "
+        "(default 24h).", metavar="DURATION")
     add("poll_max_response_size", "Largest migration_status response accepted (default 64MiB).", metavar="SIZE")
     add("collector_folders", "Export folder series (default on); --no-collector.folders keeps job and user series only.",
         action=argparse.BooleanOptionalAction)
@@ -130,6 +134,8 @@ def run(settings: Settings, password: str) -> int:
         interval=settings.poll_interval,
         deadline=settings.poll_deadline,
         stale_after=settings.poll_stale_after,
+        finished_interval=settings.poll_finished_interval,
+        finished_retention=settings.poll_finished_retention,
         concurrency=settings.poll_concurrency,
         prepare=render_job,
     )

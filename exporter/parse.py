@@ -13,9 +13,9 @@ Rules for values:
   one response. A string is read as an ASCII float literal: surrounding ASCII
   whitespace is ignored, and a sign, decimal point and exponent are allowed
   (`" 7 "`, `"-3"`, `"1e3"`). Digit separators (`"1_000"`) and non-ASCII
-  characters are invalid. Booleans, null, lists, objects, NaN, infinities and numbers beyond
-  float range are invalid too. Such a counter is None, which means no sample.
-  Negative numbers pass unchanged, because they are finite numbers.
+  characters are invalid. Booleans, null, lists, objects, NaN, infinities and
+  numbers beyond float range are invalid too. Such a counter is None, which means
+  no sample. Negative numbers pass unchanged, because they are finite numbers.
 - A counter that a folder or `status` object leaves out is 0.0: the API omits
   counters that have not started.
 - A field that is left out is never recorded as invalid, with one exception. A
@@ -50,15 +50,15 @@ Rules for values:
 - The `success` field is not checked: callers pass only responses whose `success`
   is true. Unknown keys are ignored.
 
-Recorded values show the `repr` of the raw value, cut to 80 characters. Objects and
-lists are summarised by their keys or length instead of their contents, so a
-secret in an unexpected place never reaches a log.
+Recorded values show the `repr` of the raw value, cut to 80 characters. Objects
+and lists are summarised by their keys or length instead, so a record never
+copies their contents, which could contain a secret such as a password.
 """
 
 from __future__ import annotations
 
-from math import isfinite
 from itertools import islice
+from math import isfinite
 
 from exporter.errors import ResponseError
 from exporter.mutf7 import decode_mailbox_name
@@ -240,7 +240,12 @@ def _parse_folders(
             continue
         used_names.add(name)
 
-        delimiter = _read_text(entry, "delim", "users.folders.delim", local, invalid, name)
+        delimiter = entry.get("delim", "")
+        if type(delimiter) is not str:
+            invalid.append(
+                InvalidValue("users.folders.delim", _describe(delimiter), user=local, folder=name)
+            )
+            delimiter = ""
         counters = _read_counters(entry, _FOLDER_COUNTERS, "users.folders.", local, name, invalid)
         folders.append(FolderStatus(name=name, delimiter=delimiter, **counters))
     return folders
@@ -336,18 +341,13 @@ def _read_object(
 
 
 def _read_text(
-    source: dict,
-    key: str,
-    field: str,
-    local: str,
-    invalid: list[InvalidValue],
-    folder: str = "",
+    source: dict, key: str, field: str, local: str, invalid: list[InvalidValue]
 ) -> str:
     value = source.get(key, _MISSING)
     if type(value) is str:
         return value
     if value is not _MISSING:
-        invalid.append(InvalidValue(field, _describe(value), user=local, folder=folder))
+        invalid.append(InvalidValue(field, _describe(value), user=local))
     return ""
 
 

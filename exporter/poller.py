@@ -23,6 +23,8 @@ from exporter.errors import PollError, ResponseError
 from exporter.parse import parse_status
 from exporter.snapshot import JobStatus
 
+FINAL_STATES = frozenset({"complete", "error"})
+
 log = logging.getLogger(__name__)
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -52,6 +54,8 @@ class JobView:
     last_error: tuple[str, str] | None = None
     """Reason and message of the most recent failure, cleared by a success."""
     last_success_monotonic: float | None = None
+    finished_since: float | None = None
+    """Monotonic time since which every user has been `complete` or `error`."""
     rendered: Any = None
     """What the `prepare` callable made of `status`, such as its rendered sample lines."""
 
@@ -81,6 +85,8 @@ class Poller:
         interval: float,
         deadline: float,
         stale_after: float,
+        finished_interval: float | None = None,
+        finished_retention: float = float("inf"),
         concurrency: int = 4,
         jitter: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
@@ -91,6 +97,9 @@ class Poller:
         self._client = client
         self._prepare = prepare
         self._interval = interval
+        self._finished_interval = interval if finished_interval is None else finished_interval
+        self._finished_retention = finished_retention
+        self._retired: set[str] = set()
         self._deadline = deadline
         self._stale_after = stale_after
         self._concurrency = concurrency
@@ -124,6 +133,8 @@ class Poller:
         """Poll exactly these jobs from now on; removed jobs leave the view at once."""
         wanted = list(dict.fromkeys(job_ids))
         with self._lock:
+            self._retired &= set(wanted)
+            wanted = [job_id for job_id in wanted if job_id not in self._retired]
             now = self._clock()
             for job_id in list(self._jobs):
                 if job_id not in wanted:
@@ -177,11 +188,15 @@ class Poller:
                     if due <= now and job_id not in self._in_flight:
                         self._in_flight.add(job_id)
                         self._queue.append(job_id)
-                        self._due[job_id] = now + self._interval * (1 + self._jitter * (2 * self._random_fraction() - 1))
-                self._mark_stale(now)
+                        interval = self._interval_of(self._jobs[job_id])
+                        self._due[job_id] = now + interval * (1 + self._jitter * (2 * self._random_fraction() - 1))
+                self._expire(now)
                 self._lock.notify_all()
                 next_due = min(self._due.values(), default=now + self._interval)
                 self._lock.wait(timeout=max(0.05, min(next_due - now, 1.0)))
+
+    def _interval_of(self, job: JobView) -> float:
+        return self._finished_interval if job.finished_since is not None else self._interval
 
     def _work(self) -> None:
         while True:
@@ -259,9 +274,19 @@ class Poller:
                     "response contains values that are not numbers; their series have no sample",
                     extra={"job_id": status.job_id, "fields": ",".join(sorted({v.field for v in status.invalid_values}))},
                 )
+        finished = bool(status.users) and all(user.state in FINAL_STATES for user in status.users)
+        finished_since = None
+        if finished:
+            finished_since = previous.finished_since if previous.finished_since is not None else self._clock()
+            if previous.finished_since is None:
+                log.info(
+                    "every user of the job is complete or error; polling it less often",
+                    extra={"job_id": status.job_id, "interval_seconds": self._finished_interval},
+                )
         return replace(
             previous,
             status=status,
+            finished_since=finished_since,
             polled=True,
             up=True,
             stale=False,
@@ -287,12 +312,25 @@ class Poller:
             last_error=failure,
         )
 
-    def _mark_stale(self, now: float) -> None:
+    def _expire(self, now: float) -> None:
+        """Mark jobs stale and retire finished jobs whose retention period has passed."""
         changed = False
-        for job_id, job in self._jobs.items():
+        for job_id, job in list(self._jobs.items()):
+            if job.finished_since is not None and now - job.finished_since > self._finished_retention:
+                log.info(
+                    "finished job retained long enough, no longer polled or exported",
+                    extra={"job_id": job_id, "retention_seconds": self._finished_retention},
+                )
+                del self._jobs[job_id]
+                self._due.pop(job_id, None)
+                self._retired.add(job_id)
+                changed = True
+                continue
             if job.stale or job.status is None or job.last_success_monotonic is None:
                 continue
-            if now - job.last_success_monotonic > self._stale_after:
+            # A finished job is polled less often, so its data may be older by that much.
+            limit = self._stale_after + (self._finished_interval if job.finished_since is not None else 0.0)
+            if now - job.last_success_monotonic > limit:
                 log.warning(
                     "job data is stale, removing its user and folder series",
                     extra={"job_id": job_id, "stale_after_seconds": self._stale_after},

@@ -60,6 +60,12 @@ OPTIONS: dict[str, Option] = {
     "poll_stale_after": Option(
         "--poll.stale-after", "OPENSRS_POLL_STALE_AFTER", "a duration at least as long as --poll.interval, e.g. 10m"
     ),
+    "poll_finished_interval": Option(
+        "--poll.finished-interval", "OPENSRS_POLL_FINISHED_INTERVAL", "a duration at least as long as --poll.interval, e.g. 10m"
+    ),
+    "poll_finished_retention": Option(
+        "--poll.finished-retention", "OPENSRS_POLL_FINISHED_RETENTION", "a duration greater than 0, e.g. 24h"
+    ),
     "poll_max_response_size": Option(
         "--poll.max-response-size", "OPENSRS_POLL_MAX_RESPONSE_SIZE", "a size in bytes greater than 0, e.g. 64MiB"
     ),
@@ -179,6 +185,8 @@ class Settings(BaseSettings):
     poll_retries: int = Field(default=2, ge=0, le=10)
     poll_concurrency: int = Field(default=4, ge=1, le=64)
     poll_stale_after: float = 600.0
+    poll_finished_interval: float = 600.0
+    poll_finished_retention: float = 86400.0
     poll_max_response_size: int = 64 * 1024 * 1024
     collector_folders: bool = True
     collector_series_limit: int = Field(default=2_000_000, ge=0)
@@ -196,6 +204,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "poll_interval", "poll_connect_timeout", "poll_read_timeout", "poll_deadline", "poll_stale_after",
+        "poll_finished_interval", "poll_finished_retention",
         "oma_session_token_duration", mode="before",
     )
     @classmethod
@@ -253,7 +262,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with / and must not be / or under /-/")
         return value
 
-    @field_validator("oma_ca_file", "password_file")
+    @field_validator("oma_ca_file")
     @classmethod
     def _check_readable(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -262,12 +271,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_together(self) -> Settings:
+        if self.poll_finished_interval < self.poll_interval:
+            raise _FieldError("poll_finished_interval", self.poll_finished_interval, "must be at least --poll.interval")
         if self.poll_stale_after < self.poll_interval:
             raise _FieldError("poll_stale_after", self.poll_stale_after, "must be at least --poll.interval")
         if self.password is not None and self.password_file is not None:
             raise _FieldError("password_file", self.password_file, "set either OPENSRS_PASSWORD or OPENSRS_PASSWORD_FILE, not both")
         if self.demo:
+            # Demo mode makes up its own password, so a password file that an image
+            # or unit names by default need not exist.
             return self
+        if self.password_file is not None and not self.password_file.is_file():
+            raise _FieldError("password_file", self.password_file, "file not found or not a regular file")
         for name in ("oma_url", "oma_user"):
             if not getattr(self, name):
                 raise _FieldError(name, None, "is required")
@@ -278,10 +293,12 @@ class Settings(BaseSettings):
         return self
 
     def read_password(self) -> str:
-        """Return the password from OPENSRS_PASSWORD or from the password file.
+        """Return the password from OPENSRS_PASSWORD or from the password file ("" in demo mode).
 
         A trailing newline in the file is dropped because editors add one.
         """
+        if self.demo:
+            return ""
         if self.password is not None:
             secret = self.password.get_secret_value()
         elif self.password_file is not None:

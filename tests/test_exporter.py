@@ -150,6 +150,42 @@ def test_failed_poll_keeps_last_values():
         assert harness.value("opensrs_migration_user_migrated_messages", job_id=SEED_JOB, user=user) == 5
 
 
+def test_finished_job_polled_slower_then_retired():
+    with ScriptedServer(lambda method, body: json_reply(seed_response())) as server:
+        harness = Harness(server)
+        harness.poller = Poller(
+            harness.client, (SEED_JOB,), interval=60, deadline=1e12, stale_after=600,
+            finished_interval=600, finished_retention=3600,
+            clock=harness.clock.monotonic, wall_clock=harness.clock.wall,
+        )
+        harness.exposition = Exposition(harness.poller.view)
+        harness.poller.poll_all()
+        job = harness.poller.view().jobs[0]
+        assert job.finished_since == harness.clock.now
+        assert harness.poller._interval_of(job) == 600
+        harness.clock.now += 3000
+        harness.poller.poll_all()
+        harness.poller._expire(harness.clock.now)
+        assert harness.value("opensrs_migration_user_migrated_messages", job_id=SEED_JOB, user=seed_user()) == 5
+        harness.clock.now += 601
+        harness.poller._expire(harness.clock.now)
+        assert harness.poller.view().jobs == ()
+        assert harness.value("opensrs_migration_jobs") == 0
+        harness.poller.set_jobs([SEED_JOB])
+        assert harness.poller.view().jobs == (), "a retired job must not come back while it stays configured"
+
+
+def test_active_job_keeps_normal_interval():
+    document = seed_response()
+    document["users"][0]["state"] = "active"
+    with ScriptedServer(lambda method, body: json_reply(document)) as server:
+        harness = Harness(server)
+        harness.poller.poll_all()
+        job = harness.poller.view().jobs[0]
+        assert job.finished_since is None
+        assert harness.poller._interval_of(job) == 60
+
+
 def test_api_error_counted_by_number():
     failure = {"success": False, "error": "Authentication failed", "error_number": 1}
     with ScriptedServer(lambda method, body: json_reply(failure)) as server:
@@ -168,10 +204,15 @@ def test_stale_job_loses_user_and_folder_series():
         harness.poller.poll_all()
         harness.clock.now += 60
         harness.poller.poll_all()
-        harness.poller._mark_stale(harness.clock.now)
+        harness.poller._expire(harness.clock.now)
         assert harness.value("opensrs_migration_user_migrated_messages", job_id=SEED_JOB, user=seed_user()) == 5
-        harness.clock.now += 120
-        harness.poller._mark_stale(harness.clock.now)
+        # The seed's only user is complete, so the job counts as finished: its data
+        # may be older by one finished-job interval (60 s here) before it is stale.
+        harness.clock.now += 119
+        harness.poller._expire(harness.clock.now)
+        assert harness.value("opensrs_migration_user_migrated_messages", job_id=SEED_JOB, user=seed_user()) == 5
+        harness.clock.now += 2
+        harness.poller._expire(harness.clock.now)
         names = {name for name, _ in harness.samples()}
         assert not any(name.startswith("opensrs_migration_user_") for name in names)
         assert not any(name.startswith("opensrs_migration_folder_") for name in names)
