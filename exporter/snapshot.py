@@ -9,6 +9,7 @@ that series gets no sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 STATES = ("pending", "validating", "validated", "active", "complete", "error")
 """User states that the OMA documentation lists, in the order they happen."""
@@ -18,9 +19,12 @@ UNKNOWN_STATE = "unknown"
 Count = float | None
 
 
-@dataclass(frozen=True, slots=True)
-class FolderStatus:
-    """Counters of one remote folder, decoded name included."""
+class FolderStatus(NamedTuple):
+    """Counters of one remote folder, decoded name included.
+
+    A named tuple rather than a frozen dataclass because a fleet poll builds
+    hundreds of thousands of them, and a tuple is built about three times faster.
+    """
 
     name: str
     migrated_messages: Count = 0.0
