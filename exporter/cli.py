@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "left out, last job IDs first (default 2000000, 0 for no limit).", metavar="N")
     add("web_listen_address", "Address to serve metrics on, [host]:port (default :19877).", metavar="ADDRESS")
     add("web_telemetry_path", "Path under which to serve metrics (default /metrics).", metavar="PATH")
+    add("web_config_file", "Web configuration file (exporter-toolkit format) for TLS and basic authentication "
+        "on every endpoint; re-read when it changes (default: plain HTTP, no authentication).", metavar="FILE")
     add("log_level", "Log level: debug, info, warn or error (default info).", metavar="LEVEL")
     add("log_format", "Log format: logfmt or json (default logfmt).", metavar="FORMAT")
     add("demo", "Start the built-in OMA simulator on loopback and poll its demo jobs.", action="store_true")

@@ -41,6 +41,8 @@ class JobView:
     """What the exporter knows about one job after its most recent poll."""
 
     job_id: str
+    account: str = "default"
+    """Name of the OMA account the job belongs to."""
     status: JobStatus | None = None
     """The last successful poll's data; kept after failures until it is stale."""
     polled: bool = False

@@ -76,6 +76,9 @@ OPTIONS: dict[str, Option] = {
     "web_listen_address": Option(
         "--web.listen-address", "OPENSRS_WEB_LISTEN_ADDRESS", "[host]:port such as :19877, 127.0.0.1:19877 or [::1]:19877"
     ),
+    "web_config_file": Option(
+        "--web.config.file", "OPENSRS_WEB_CONFIG_FILE", "a readable YAML file in the exporter-toolkit web configuration format"
+    ),
     "web_telemetry_path": Option(
         "--web.telemetry-path", "OPENSRS_WEB_TELEMETRY_PATH", "a path that starts with / and is not / or /-/..."
     ),
@@ -192,6 +195,7 @@ class Settings(BaseSettings):
     collector_series_limit: int = Field(default=2_000_000, ge=0)
     web_listen_address: str = ":19877"
     web_telemetry_path: str = "/metrics"
+    web_config_file: Path | None = None
     log_level: Literal["debug", "info", "warn", "error"] = "info"
     log_format: Literal["logfmt", "json"] = "logfmt"
     demo: bool = False
@@ -262,7 +266,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with / and must not be / or under /-/")
         return value
 
-    @field_validator("oma_ca_file")
+    @field_validator("oma_ca_file", "web_config_file")
     @classmethod
     def _check_readable(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
