@@ -41,7 +41,7 @@ test: venv tools
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	$(BIN)/opensrs-migration-exporter --demo --poll.interval 5s --web.listen-address $(DEMO_ADDRESS)
+	$(BIN)/opensrs-migration-exporter --demo --discovery --poll.interval 5s --web.listen-address $(DEMO_ADDRESS)
 
 bench: venv
 	$(BIN)/python bench/run.py --output docs/benchmarks.md

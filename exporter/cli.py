@@ -11,6 +11,9 @@ import threading
 from typing import Any, NoReturn
 
 from exporter import __version__, logs
+from exporter.accounts import (
+    DEFAULT_ACCOUNT, Account, ConfigFileError, Discovery, account_from_settings, load_config_file,
+)
 from exporter.settings import OPTIONS, Settings, SettingsError, load_settings, parse_listen_address
 
 log = logging.getLogger("exporter")
@@ -50,7 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("oma_session_token", "Authenticate once and send a session token instead of the password (default off).",
         action=argparse.BooleanOptionalAction)
     add("oma_session_token_duration", "Lifetime requested for session tokens, 1s to 24h (default 3h).", metavar="DURATION")
-    add("jobs", 'Migration job IDs to poll: "a,b", a JSON list or one ID (required unless --demo).', metavar="IDS")
+    add("jobs", 'Migration job IDs to poll: "a,b", a JSON list or one ID (required unless --demo, --discovery '
+        "or --config.file).", metavar="IDS")
+    add("config_file", "YAML file that names several OMA accounts, each with its own URL, user, password file, "
+        "token mode, jobs and discovery; re-read on SIGHUP or POST /-/reload.", metavar="FILE")
+    add("discovery", "Find jobs with migration_jobs and poll those submitted within --discovery.max-age, "
+        "plus any --jobs (default off).", action=argparse.BooleanOptionalAction)
+    add("discovery_interval", "Time between two migration_jobs calls (default 5m).", metavar="DURATION")
+    add("discovery_max_age", "Poll discovered jobs submitted at most this long ago (default 7d).", metavar="DURATION")
+    add("shard", "Index of this replica, from 0 to --total-shards minus 1 (default 0).", metavar="N")
+    add("total_shards", "Number of replicas that split the jobs by a hash of the job ID (default 1).", metavar="N")
     add("poll_interval", "Time between two polls of one job (default 60s). Plain numbers are seconds.", metavar="DURATION")
     add("poll_connect_timeout", "Timeout for connecting to OMA (default 5s).", metavar="DURATION")
     add("poll_read_timeout", "Timeout for each wait for response data (default 30s).", metavar="DURATION")
@@ -96,8 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"opensrs-migration-exporter: {error}", file=sys.stderr)
         return EXIT_INVALID_SETTINGS
+    if settings.config_file is not None:
+        try:
+            accounts = load_config_file(settings.config_file)
+        except ConfigFileError as error:
+            print(f"opensrs-migration-exporter: {error}", file=sys.stderr)
+            return EXIT_INVALID_SETTINGS
+        job_count = sum(len(account.jobs) for account in accounts)
+    else:
+        job_count = len(settings.jobs)
     if config_check:
-        print(f"opensrs-migration-exporter: settings are valid ({len(settings.jobs)} jobs)")
+        print(f"opensrs-migration-exporter: settings are valid ({job_count} jobs)")
         return 0
 
     logs.configure(settings.log_level, settings.log_format)
@@ -106,57 +127,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings: Settings, password: str) -> int:
-    """Start the simulator (in demo mode), the poller and the HTTP server; block until a signal."""
-    from exporter.client import OmaClient
-    from exporter.poller import Poller
-    from exporter.render import render_job
-    from exporter.server import Exposition, ExporterServer
+    """Start the simulator (in demo mode), the exporter and the HTTP server; block until a signal."""
+    from exporter.app import Exporter
+    from exporter.server import ExporterServer
 
     simulator = None
-    job_ids = settings.jobs
-    base_url, user = settings.oma_url or "", settings.oma_user or ""
     if settings.demo:
-        simulator, base_url, user, password, demo_jobs = _start_demo_simulator(settings.demo_speed)
-        job_ids = job_ids or demo_jobs
+        simulator, account = _start_demo_simulator(settings)
+        load_accounts = lambda: [account]  # noqa: E731 (the demo account never changes)
+    elif settings.config_file is not None:
+        config_file = settings.config_file
+        load_accounts = lambda: load_config_file(config_file)  # noqa: E731
+    else:
+        load_accounts = lambda: [account_from_settings(settings, settings.read_password())]  # noqa: E731
 
-    client = OmaClient(
-        base_url, user, password,
-        client_name=settings.oma_client,
-        ca_file=str(settings.oma_ca_file) if settings.oma_ca_file else None,
-        connect_timeout=settings.poll_connect_timeout,
-        read_timeout=settings.poll_read_timeout,
-        retries=settings.poll_retries,
-        max_response_size=settings.poll_max_response_size,
-        session_token=settings.oma_session_token,
-        session_token_duration=settings.oma_session_token_duration,
-        pool_size=settings.poll_concurrency,
-    )
-    poller = Poller(
-        client, job_ids,
-        interval=settings.poll_interval,
-        deadline=settings.poll_deadline,
-        stale_after=settings.poll_stale_after,
-        finished_interval=settings.poll_finished_interval,
-        finished_retention=settings.poll_finished_retention,
-        concurrency=settings.poll_concurrency,
-        prepare=render_job,
-    )
-    exposition = Exposition(
-        poller.view, folders=settings.collector_folders, series_limit=settings.collector_series_limit
-    )
+    try:
+        exporter = Exporter(settings, load_accounts)
+    except (ConfigFileError, SettingsError) as error:
+        log.error("invalid configuration", extra={"error": str(error)})
+        if simulator is not None:
+            simulator.stop()
+        return EXIT_INVALID_SETTINGS
     host, port = parse_listen_address(settings.web_listen_address)
     try:
-        server = ExporterServer(host, port, exposition, poller.view, settings.web_telemetry_path)
+        server = ExporterServer(host, port, exporter.exposition, exporter.poller.view, settings.web_telemetry_path)
     except OSError as error:
         log.error("cannot listen", extra={"address": settings.web_listen_address, "error": str(error)})
         if simulator is not None:
             simulator.stop()
         return 1
+    server.reload_handler = exporter.reload
 
     stop = threading.Event()
+    reload_requested = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda signum, frame: stop.set())
-    poller.start()
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
+    exporter.start()
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
     serving.start()
     shown_host = host or "0.0.0.0"
@@ -165,27 +172,41 @@ def run(settings: Settings, password: str) -> int:
     if simulator is not None:
         print(f"Demo running. OMA simulator: {simulator.url}  Metrics: {metrics_url}  Stop with Ctrl+C.", flush=True)
 
-    stop.wait()
+    while not stop.is_set():
+        # Signal handlers only set events; the reload itself runs here, in the main thread.
+        stop.wait(0.2)
+        if reload_requested.is_set():
+            reload_requested.clear()
+            log.info("reloading the configuration on SIGHUP")
+            exporter.reload()
     log.info("stopping")
     server.shutdown()
     server.server_close()
-    poller.stop(timeout=2.0)
-    client.close()
+    exporter.stop()
     if simulator is not None:
         simulator.stop()
     return 0
 
 
-def _start_demo_simulator(speed: float):
+def _start_demo_simulator(settings: Settings):
     from exporter.simulator import Simulation, SimulatorServer
 
     # A fresh random password per run: the demo needs no real secret, and none is printed.
     password = secrets.token_urlsafe(16)
-    simulator = SimulatorServer(Simulation(scenario="demo", seed=1, speed=speed), user=DEMO_USER, password=password,
-                                host="127.0.0.1", port=0).start()
-    demo_jobs = tuple(simulator.simulation.job_ids())
-    log.info("demo simulator started", extra={"url": simulator.url, "speed": speed})
-    return simulator, simulator.url, DEMO_USER, password, demo_jobs
+    simulation = Simulation(scenario="demo", seed=1, speed=settings.demo_speed)
+    simulator = SimulatorServer(simulation, user=DEMO_USER, password=password, host="127.0.0.1", port=0).start()
+    log.info("demo simulator started", extra={"url": simulator.url, "speed": settings.demo_speed})
+    # Without job IDs and without discovery, the demo polls every simulated job.
+    jobs = settings.jobs or (() if settings.discovery else tuple(simulation.job_ids()))
+    account = Account(
+        name=DEFAULT_ACCOUNT,
+        url=simulator.url,
+        user=DEMO_USER,
+        jobs=jobs,
+        discovery=Discovery(settings.discovery, settings.discovery_interval, settings.discovery_max_age),
+        password=password,
+    )
+    return simulator, account
 
 
 def _describe_unknown(arguments: list[str]) -> str:

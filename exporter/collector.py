@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter import metricdefs as m
 from exporter.errors import REASONS
+from exporter.fleet import FleetState
 from exporter.poller import JobView, View
 from exporter.render import USER_STATES, JobFragments, SeriesPlan, plan_series, state_counts, total
 from exporter.snapshot import STATES, UNKNOWN_STATE, JobStatus
@@ -47,8 +48,16 @@ def _add(family: Metric, labels: list[str], value: float | None) -> None:
 class MigrationCollector(Collector):
     """Builds every family of the metric contract from `view_source()` on each collect."""
 
-    def __init__(self, view_source: Callable[[], View], *, folders: bool = True, series_limit: int = 0):
+    def __init__(
+        self,
+        view_source: Callable[[], View],
+        *,
+        folders: bool = True,
+        series_limit: int = 0,
+        fleet_source: Callable[[], FleetState] = FleetState,
+    ):
         self._view_source = view_source
+        self._fleet_source = fleet_source
         self._folders = folders
         self._series_limit = series_limit
 
@@ -91,6 +100,30 @@ class MigrationCollector(Collector):
         omitted.add_metric([], plan.omitted)
         yield from (build_info, jobs, up, last_success, duration, poll_errors, api_errors, invalid, render_duration,
                     series, omitted)
+        yield from self._fleet(view, self._fleet_source())
+
+    @staticmethod
+    def _fleet(view: View, fleet: FleetState) -> Iterator[Metric]:
+        info = _family(m.JOB_INFO)
+        for job in view.jobs:
+            info.add_metric([job.job_id, job.account, fleet.accounts.get(job.account, "")], 1)
+        shard, total_shards = _family(m.SHARD), _family(m.TOTAL_SHARDS)
+        shard.add_metric([], fleet.shard)
+        total_shards.add_metric([], fleet.total_shards)
+        found, last_success, failures, changes = (
+            _family(d) for d in (m.DISCOVERY_JOBS, m.DISCOVERY_LAST_SUCCESS, m.DISCOVERY_ERRORS, m.DISCOVERY_CHANGES)
+        )
+        for account, stats in sorted(fleet.discovery.items()):
+            found.add_metric([account], stats.jobs)
+            _add(last_success, [account], stats.last_success)
+            for reason in REASONS:
+                failures.add_metric([account, reason], stats.errors.get(reason, 0))
+            for change in ("added", "expired"):
+                changes.add_metric([account, change], stats.changes.get(change, 0))
+        reload_ok, reload_time = _family(m.CONFIG_RELOAD_SUCCESSFUL), _family(m.CONFIG_RELOAD_TIMESTAMP)
+        reload_ok.add_metric([], 1 if fleet.reload_successful else 0)
+        _add(reload_time, [], fleet.reload_success_timestamp)
+        yield from (info, shard, total_shards, found, last_success, failures, changes, reload_ok, reload_time)
 
     @staticmethod
     def _job_health(job: JobView, up: Metric, last_success: Metric, duration: Metric, poll_errors: Metric,

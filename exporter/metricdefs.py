@@ -65,6 +65,27 @@ EXPOSITION_SERIES = _gauge(
 EXPOSITION_OMITTED_SERIES = _gauge(
     "exposition_omitted_series", (), "Folder series left out of the exposition by --collector.series-limit."
 )
+JOB_INFO = _gauge(
+    "job_info", ("job_id", "account", "api_url"), "Account and OMA base URL of each polled job, value 1."
+)
+SHARD = _gauge("shard", (), "Shard index of this replica, from 0 to total_shards - 1.")
+TOTAL_SHARDS = _gauge("total_shards", (), "Number of replicas the jobs are split across (--total-shards).")
+DISCOVERY_JOBS = _gauge(
+    "discovery_jobs", ("account",), "Jobs that the last successful migration_jobs call listed within the age limit."
+)
+DISCOVERY_LAST_SUCCESS = _gauge(
+    "discovery_last_success_timestamp_seconds", ("account",), "Unix time of the last successful job discovery."
+)
+DISCOVERY_ERRORS = _counter("discovery_errors", ("account", "reason"), "Failed job discovery calls, by reason.")
+DISCOVERY_CHANGES = _counter(
+    "discovery_job_changes", ("account", "change"), "Jobs that discovery added or that expired from its window."
+)
+CONFIG_RELOAD_SUCCESSFUL = _gauge(
+    "config_last_reload_successful", (), "1 if the last configuration reload succeeded, else 0."
+)
+CONFIG_RELOAD_TIMESTAMP = _gauge(
+    "config_last_reload_success_timestamp_seconds", (), "Unix time of the last successful configuration load."
+)
 
 JOB_THROUGHPUT = _gauge(
     "job_throughput_bytes_per_second", JOB, "Aggregate throughput of the job (rate), in bytes per second."
@@ -115,6 +136,8 @@ FOLDER_NEXT_UID = _gauge("folder_next_uid", FOLDER, "Next IMAP UID the remote se
 HEALTH = (
     BUILD_INFO, JOBS, JOB_UP, JOB_LAST_SUCCESS, JOB_POLL_DURATION, POLL_ERRORS, API_ERRORS, INVALID_VALUES,
     JOB_RENDER_DURATION, EXPOSITION_SERIES, EXPOSITION_OMITTED_SERIES,
+    JOB_INFO, SHARD, TOTAL_SHARDS, DISCOVERY_JOBS, DISCOVERY_LAST_SUCCESS, DISCOVERY_ERRORS, DISCOVERY_CHANGES,
+    CONFIG_RELOAD_SUCCESSFUL, CONFIG_RELOAD_TIMESTAMP,
 )
 JOB_LEVEL = (JOB_THROUGHPUT, JOB_USERS, JOB_MIGRATED, JOB_SKIPPED, JOB_FAILED, JOB_REMOTE, JOB_BYTES, JOB_CRITICAL)
 USER_LEVEL = (

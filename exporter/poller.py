@@ -24,6 +24,7 @@ from exporter.parse import parse_status
 from exporter.snapshot import JobStatus
 
 FINAL_STATES = frozenset({"complete", "error"})
+DEFAULT_ACCOUNT = "default"
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class JobView:
     """What the exporter knows about one job after its most recent poll."""
 
     job_id: str
-    account: str = "default"
+    account: str = DEFAULT_ACCOUNT
     """Name of the OMA account the job belongs to."""
     status: JobStatus | None = None
     """The last successful poll's data; kept after failures until it is stale."""
@@ -81,8 +82,8 @@ class Poller:
 
     def __init__(
         self,
-        client: StatusClient,
-        job_ids: Iterable[str],
+        client: StatusClient | Mapping[str, StatusClient],
+        job_ids: Iterable[str] | Mapping[str, str],
         *,
         interval: float,
         deadline: float,
@@ -95,8 +96,12 @@ class Poller:
         wall_clock: Callable[[], float] = time.time,
         random_fraction: Callable[[], float] = random.random,
         prepare: Callable[[JobStatus], Any] | None = None,
+        expect_jobs: bool = False,
     ):
-        self._client = client
+        self._clients: dict[str, StatusClient] = (
+            dict(client) if isinstance(client, Mapping) else {DEFAULT_ACCOUNT: client}
+        )
+        self._replaced_api_errors: Counter[str] = Counter()
         self._prepare = prepare
         self._interval = interval
         self._finished_interval = interval if finished_interval is None else finished_interval
@@ -117,6 +122,8 @@ class Poller:
         self._queue: list[str] = []
         self._first_cycle: set[str] = set()
         self._ready = False
+        # With discovery, the job list is not complete until jobs_known() is called.
+        self._jobs_known = not expect_jobs
         self._stopping = False
         self._version = 0
         self._threads: list[threading.Thread] = []
@@ -131,28 +138,50 @@ class Poller:
         """Call `listener(view)` after each change, from the thread that made it."""
         self._listeners.append(listener)
 
-    def set_jobs(self, job_ids: Iterable[str]) -> None:
-        """Poll exactly these jobs from now on; removed jobs leave the view at once."""
-        wanted = list(dict.fromkeys(job_ids))
+    def set_clients(self, clients: Mapping[str, StatusClient]) -> None:
+        """Use these clients, by account name, from the next poll on."""
         with self._lock:
-            self._retired &= set(wanted)
-            wanted = [job_id for job_id in wanted if job_id not in self._retired]
+            for name, old in self._clients.items():
+                if clients.get(name) is not old:
+                    # Keep the replaced client's counts so the counter never goes down.
+                    self._replaced_api_errors.update(old.api_error_counts())
+            self._clients = dict(clients)
+
+    def set_jobs(self, job_ids: Iterable[str] | Mapping[str, str]) -> None:
+        """Poll exactly these jobs (IDs, or IDs mapped to account names) from now on.
+
+        Removed jobs leave the view at once; a job that moves to another account
+        starts again with no data.
+        """
+        accounts = dict(job_ids) if isinstance(job_ids, Mapping) else dict.fromkeys(job_ids, DEFAULT_ACCOUNT)
+        with self._lock:
+            self._retired &= set(accounts)
+            wanted = {job_id: account for job_id, account in accounts.items() if job_id not in self._retired}
             now = self._clock()
-            for job_id in list(self._jobs):
-                if job_id not in wanted:
+            for job_id, job in list(self._jobs.items()):
+                if wanted.get(job_id) != job.account:
                     del self._jobs[job_id]
                     self._due.pop(job_id, None)
                     self._first_cycle.discard(job_id)
-            for job_id in wanted:
+            for job_id, account in wanted.items():
                 if job_id not in self._jobs:
-                    self._jobs[job_id] = JobView(job_id)
+                    self._jobs[job_id] = JobView(job_id, account=account)
                     self._due[job_id] = now
                     if not self._ready:
                         self._first_cycle.add(job_id)
-            if not self._first_cycle:
+            if not self._first_cycle and self._jobs_known:
                 self._ready = True
             self._publish()
             self._lock.notify_all()
+
+    def jobs_known(self) -> None:
+        """Declare the job list complete, so readiness waits only for the first poll cycle."""
+        with self._lock:
+            self._jobs_known = True
+            if not self._first_cycle and not self._ready:
+                self._ready = True
+                log.info("first poll cycle finished", extra={"jobs": len(self._jobs)})
+            self._publish()
 
     def start(self) -> Poller:
         threads = [threading.Thread(target=self._schedule, name="poll-scheduler", daemon=True)]
@@ -219,8 +248,13 @@ class Poller:
         status: JobStatus | None = None
         rendered: Any = None
         failure: tuple[str, str] | None = None
+        with self._lock:
+            job = self._jobs.get(job_id)
+            client = self._clients.get(job.account) if job is not None else None
+        if client is None:
+            return  # removed from the settings before its turn came
         try:
-            document = self._client.migration_status(job_id, started + self._deadline)
+            document = client.migration_status(job_id, started + self._deadline)
             status = parse_status(job_id, document)
             del document  # the raw response can be large; free it before rendering
             if self._prepare is not None:
@@ -252,7 +286,7 @@ class Poller:
                 current = self._record_failure(previous, failure, duration)
             self._jobs[job_id] = current
             self._first_cycle.discard(job_id)
-            if not self._first_cycle and not self._ready:
+            if not self._first_cycle and not self._ready and self._jobs_known:
                 self._ready = True
                 log.info("first poll cycle finished", extra={"jobs": len(self._jobs)})
             self._publish()
@@ -345,7 +379,10 @@ class Poller:
     def _publish(self) -> None:
         self._version += 1
         jobs = tuple(self._jobs[job_id] for job_id in sorted(self._jobs))
-        api_errors = MappingProxyType(self._client.api_error_counts())
+        counts: Counter[str] = Counter(self._replaced_api_errors)
+        for client in self._clients.values():
+            counts.update(client.api_error_counts())
+        api_errors = MappingProxyType(dict(counts))
         self._view = View(self._version, jobs, api_errors, self._ready)
         for listener in self._listeners:
             listener(self._view)

@@ -8,11 +8,12 @@ write however many series there are.
 from __future__ import annotations
 
 import gzip
-import html
 import logging
 import socket
+import ssl
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,8 +28,14 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter import metricdefs as m
 from exporter.collector import MigrationCollector
-from exporter.render import DEFLATE_END, GZIP_HEADER, JobFragments, deflate_segment, help_line, plan_series, render_job
+from exporter.fleet import FleetState
+from exporter.render import (
+    DEFLATE_END, GZIP_HEADER, JobFragments, SeriesPlan, deflate_segment, escape_label_value, help_line, plan_series,
+    render_job,
+)
 from exporter.poller import View
+from exporter.webconfig import BASIC_AUTH_REALM, WebConfig, WebConfigFile
+from exporter.status_page import render_status_page
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +50,18 @@ class Exposition:
     Job, user and folder samples come from each job's `JobFragments`, rendered when
     its poll finished; health families go through the registry on each new view.
     Bodies are lists of byte chunks so the large fragments are never copied into
-    one buffer. `?name[]=` filtering goes through the registry on demand.
+    one buffer. `?name[]=` filtering goes through the registry on demand, and
+    `?job_id=` filtering joins the health lines of those jobs with their fragments.
     """
 
-    def __init__(self, view_source: Callable[[], View], *, folders: bool = True, series_limit: int = 0):
+    def __init__(
+        self,
+        view_source: Callable[[], View],
+        *,
+        folders: bool = True,
+        series_limit: int = 0,
+        fleet_source: Callable[[], FleetState] = FleetState,
+    ):
         self._view_source = view_source
         self._folders = folders
         self._series_limit = series_limit
@@ -55,7 +70,9 @@ class Exposition:
         self._cache: dict[tuple[bool, bool], list[bytes]] = {}
         self._cached_version = -1
         self._fallback: dict[str, JobFragments] = {}
-        self.collector = MigrationCollector(self._view_being_rendered, folders=folders, series_limit=series_limit)
+        self.collector = MigrationCollector(
+            self._view_being_rendered, folders=folders, series_limit=series_limit, fleet_source=fleet_source
+        )
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.collector)
         self._health_registry = CollectorRegistry(auto_describe=False)
@@ -64,14 +81,19 @@ class Exposition:
     def _view_being_rendered(self) -> View:
         return self._rendering if self._rendering is not None else self._view_source()
 
-    def render(self, accept: str | None, use_gzip: bool, names: list[str] | None = None) -> tuple[list[bytes], str]:
-        """Return the body chunks and content type for an Accept header, gzip-compressed on request."""
+    def render(self, accept: str | None, use_gzip: bool, names: list[str] | None = None,
+               job_ids: list[str] | None = None) -> tuple[list[bytes], str]:
+        """Return the body chunks and content type for an Accept header, gzip-compressed on request.
+
+        `names` keeps the families of those names; `job_ids` keeps the samples whose
+        `job_id` label is one of those IDs, with the HELP and TYPE lines of their families.
+        """
         encoder, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
         with self._lock:
             view = self._view_source()
-            if names:
-                body = self._with_view(view, lambda: encoder(self.registry.restricted_registry(names)))
+            if names or job_ids:
+                body = self._filtered(view, encoder, openmetrics, names, job_ids)
                 return [gzip.compress(body, GZIP_LEVEL) if use_gzip else body], content_type
             if view.version != self._cached_version:
                 self._cache.clear()
@@ -90,6 +112,32 @@ class Exposition:
         finally:
             self._rendering = None
 
+    def _filtered(self, view: View, encoder: Callable[[CollectorRegistry], bytes], openmetrics: bool,
+                  names: list[str] | None, job_ids: list[str] | None) -> bytes:
+        if names:
+            body = self._with_view(view, lambda: encoder(self.registry.restricted_registry(names)))
+            return _keep_job_samples(body, set(job_ids)) if job_ids else body
+        assert job_ids
+        return self._job_samples(view, openmetrics, set(job_ids))
+
+    def _job_samples(self, view: View, openmetrics: bool, job_ids: set[str]) -> bytes:
+        """Render the samples of `job_ids` only: health lines filtered, then those jobs' fragments."""
+        health_encoder = generate_openmetrics if openmetrics else generate_latest
+        health = self._with_view(view, lambda: health_encoder(self._health_registry))
+        parts = [_keep_job_samples(health.removesuffix(b"# EOF\n"), job_ids)]
+        fragments = self._fragments(view)
+        plan = plan_series(view.jobs, self._folders, self._series_limit)
+        for definitions, exported in _exported_jobs(view, plan):
+            selected = [job_id for job_id in exported if job_id in job_ids]
+            for definition in definitions:
+                lines = [fragments[job_id].lines[definition.name] for job_id in selected]
+                if any(lines):
+                    parts.append(help_line(definition, openmetrics))
+                    parts.extend(lines)
+        if openmetrics:
+            parts.append(b"# EOF\n")
+        return b"".join(parts)
+
     def _assemble(self, view: View, openmetrics: bool, use_gzip: bool) -> list[bytes]:
         health_encoder = generate_openmetrics if openmetrics else generate_latest
         health = self._with_view(view, lambda: health_encoder(self._health_registry))
@@ -98,12 +146,7 @@ class Exposition:
         plan = plan_series(view.jobs, self._folders, self._series_limit)
         fragments = self._fragments(view)
         pieces: list[tuple[bytes, JobFragments | None, str]] = [(health, None, "")]
-        levels = (
-            (m.JOB_LEVEL, [job.job_id for job in view.jobs if job.status is not None]),
-            (m.USER_LEVEL, [job.job_id for job in view.jobs if job.status is not None and not job.stale]),
-            (m.FOLDER_LEVEL, [job.job_id for job in view.jobs if job.job_id in plan.folder_jobs]),
-        )
-        for definitions, job_ids in levels:
+        for definitions, job_ids in _exported_jobs(view, plan):
             for definition in definitions:
                 pieces.append((help_line(definition, openmetrics), None, ""))
                 pieces.extend((fragments[job_id].lines[definition.name], fragments[job_id], definition.name)
@@ -131,6 +174,49 @@ class Exposition:
         for job_id in set(self._fallback) - set(result):
             del self._fallback[job_id]
         return result
+
+
+def _exported_jobs(view: View, plan: SeriesPlan) -> tuple[tuple[tuple[m.MetricDef, ...], list[str]], ...]:
+    """Return the job, user and folder families, each with the IDs of the jobs exported at that level."""
+    return (
+        (m.JOB_LEVEL, [job.job_id for job in view.jobs if job.status is not None]),
+        (m.USER_LEVEL, [job.job_id for job in view.jobs if job.status is not None and not job.stale]),
+        (m.FOLDER_LEVEL, [job.job_id for job in view.jobs if job.job_id in plan.folder_jobs]),
+    )
+
+
+def _keep_job_samples(text: bytes, job_ids: set[str]) -> bytes:
+    """Keep the sample lines whose `job_id` label is one of `job_ids`, and their families' comment lines.
+
+    A family whose samples are all dropped loses its HELP and TYPE lines too, and
+    `# EOF` stays. Inside an escaped label value every `"` follows a backslash, so
+    `job_id="` can only start the label itself.
+    """
+    wanted = [f'job_id="{escape_label_value(job_id)}"'.encode() for job_id in job_ids]
+    kept: list[bytes] = []
+    comments: list[bytes] = []
+    for line in text.splitlines(keepends=True):
+        if line == b"# EOF\n":
+            kept.append(line)
+        elif line.startswith(b"#"):
+            if line.startswith(b"# HELP "):
+                comments = []
+            comments.append(line)
+        elif any(_has_label(line, label) for label in wanted):
+            kept.extend(comments)
+            comments = []
+            kept.append(line)
+    return b"".join(kept)
+
+
+def _has_label(line: bytes, label: bytes) -> bool:
+    start = line.find(label)
+    while start > 0:
+        end = start + len(label)
+        if line[start - 1:start] in (b"{", b",") and line[end:end + 1] in (b",", b"}"):
+            return True
+        start = line.find(label, end)
+    return False
 
 
 def _gzip_pieces(pieces: list[tuple[bytes, JobFragments | None, str]]) -> list[bytes]:
@@ -174,11 +260,13 @@ class ExporterServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, host: str, port: int, exposition: Exposition, view_source: Callable[[], View],
-                 telemetry_path: str = "/metrics"):
+                 telemetry_path: str = "/metrics", web_config: WebConfigFile | None = None):
         if ":" in host:
             self.address_family = socket.AF_INET6
+        self.web_config = web_config
         self.exposition = exposition
         self.view_source = view_source
+        self.reload_handler: Callable[[], tuple[bool, str]] | None = None
         self.telemetry_path = telemetry_path
         super().__init__((host, port), _Handler)
 
@@ -191,6 +279,59 @@ class ExporterServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return self.server_address[1]
+
+    def current_web_config(self) -> WebConfig | None:
+        return self.web_config.current() if self.web_config is not None else None
+
+    def finish_request(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+        """Serve one connection in its own thread, after a TLS handshake when TLS is on.
+
+        The handshake runs here and not in the accept loop, so a slow or broken client
+        delays only its own connection.
+        """
+        config = self.current_web_config()
+        if config is None or config.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        connection = _tls_handshake(request, client_address, config)
+        if connection is None:
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            self.shutdown_request(connection)
+
+
+# Time a client has to complete the TLS handshake before its connection is dropped.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def _tls_handshake(request: socket.socket, client_address: tuple, config: WebConfig) -> ssl.SSLSocket | None:
+    """Return the connection wrapped in TLS, or None after logging why the handshake failed."""
+    assert config.ssl_context is not None
+    client = client_address[0]
+    timeout = request.gettimeout()
+    try:
+        connection = config.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+    except OSError as error:
+        log.debug("TLS handshake failed", extra={"client": client, "error": str(error)})
+        request.close()
+        return None
+    try:
+        connection.settimeout(TLS_HANDSHAKE_TIMEOUT)
+        connection.do_handshake()
+        connection.settimeout(timeout)
+    except OSError as error:
+        # ssl.SSLError and TimeoutError are OSError subclasses.
+        log.debug("TLS handshake failed", extra={"client": client, "error": str(error) or type(error).__name__})
+        connection.close()
+        return None
+    problem = config.check_client_certificate(connection.getpeercert())
+    if problem is not None:
+        log.debug("client certificate rejected", extra={"client": client, "error": problem})
+        connection.close()
+        return None
+    return connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -205,10 +346,42 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(head=True)
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._authorized(head=False):
+            return
+        if urlsplit(self.path).path == "/-/reload" and self.server.reload_handler is not None:
+            self._discard_body()
+            succeeded, message = self.server.reload_handler()
+            self._send(200 if succeeded else 500, f"{message}\n".encode(), "text/plain; charset=utf-8", head=False)
+            return
         self._send(405, b"Method not allowed: use GET.\n", "text/plain; charset=utf-8", head=False,
                    extra={"Allow": "GET, HEAD"})
 
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and 0 < int(length) <= 65536:
+            self.rfile.read(int(length))
+
+    def _authorized(self, head: bool) -> bool:
+        """Return True when basic authentication is off or the request passes it; otherwise send 401."""
+        config = self.server.current_web_config()
+        if config is None or config.basic_auth is None or config.basic_auth.check(self.headers.get("Authorization")):
+            return True
+        extra = {"WWW-Authenticate": f'Basic realm="{BASIC_AUTH_REALM}"'}
+        if self.command not in ("GET", "HEAD"):
+            # The request body stays unread, so the connection cannot carry another request.
+            extra["Connection"] = "close"
+        self._send(401, b"Unauthorized: send valid basic-auth credentials.\n", "text/plain; charset=utf-8", head, extra)
+        return False
+
+    def end_headers(self) -> None:
+        config = self.server.current_web_config()
+        for name, value in (config.headers if config is not None else {}).items():
+            self.send_header(name, value)
+        super().end_headers()
+
     def _route(self, head: bool) -> None:
+        if not self._authorized(head):
+            return
         url = urlsplit(self.path)
         if url.path == self.server.telemetry_path:
             self._metrics(url.query, head)
@@ -225,10 +398,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not found. See / for the available paths.\n", "text/plain; charset=utf-8", head)
 
     def _metrics(self, query: str, head: bool) -> None:
-        names = parse_qs(query).get("name[]")
+        parameters = parse_qs(query)
+        names = parameters.get("name[]")
+        job_ids = parameters.get("job_id")
         use_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
         try:
-            chunks, content_type = self.server.exposition.render(self.headers.get("Accept"), use_gzip, names)
+            chunks, content_type = self.server.exposition.render(self.headers.get("Accept"), use_gzip, names, job_ids)
         except Exception:  # noqa: BLE001
             # The boundary of one scrape: a rendering bug must fail this scrape with
             # a 500 and a traceback in the log, not kill the server.
@@ -241,18 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, chunks, content_type, head, extra)
 
     def _landing_page(self) -> bytes:
-        path = html.escape(self.server.telemetry_path)
-        return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<title>OpenSRS migration exporter</title></head><body>"
-            "<h1>OpenSRS migration exporter</h1>"
-            f"<p>Version {html.escape(__version__)}</p><ul>"
-            f"<li><a href=\"{path}\">Metrics</a></li>"
-            "<li><a href=\"/-/healthy\">Health</a></li>"
-            "<li><a href=\"/-/ready\">Readiness</a></li>"
-            "</ul></body></html>\n"
-        ).encode()
+        return render_status_page(self.server.view_source(), self.server.telemetry_path, time.time()).encode()
 
     def _send(self, status: int, body: bytes | list[bytes], content_type: str, head: bool,
               extra: dict[str, str] | None = None) -> None:

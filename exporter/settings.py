@@ -48,6 +48,14 @@ OPTIONS: dict[str, Option] = {
     "oma_session_token_duration": Option(
         "--oma.session-token-duration", "OPENSRS_OMA_SESSION_TOKEN_DURATION", "a duration from 1s to 24h, e.g. 3h"
     ),
+    "config_file": Option(
+        "--config.file", "OPENSRS_CONFIG_FILE", "a readable YAML file with an accounts list (see the README)"
+    ),
+    "discovery": Option("--discovery", "OPENSRS_DISCOVERY", "true or false"),
+    "discovery_interval": Option("--discovery.interval", "OPENSRS_DISCOVERY_INTERVAL", "a duration greater than 0, e.g. 5m"),
+    "discovery_max_age": Option("--discovery.max-age", "OPENSRS_DISCOVERY_MAX_AGE", "a duration greater than 0, e.g. 7d"),
+    "shard": Option("--shard", "OPENSRS_SHARD", "a whole number from 0 to --total-shards minus 1"),
+    "total_shards": Option("--total-shards", "OPENSRS_TOTAL_SHARDS", "a whole number from 1 to 1000"),
     "jobs": Option("--jobs", "OPENSRS_JOBS", 'job IDs as "a,b", a JSON list such as ["a", 123], or one ID'),
     "poll_interval": Option("--poll.interval", "OPENSRS_POLL_INTERVAL", "a duration greater than 0, e.g. 60 or 1m"),
     "poll_connect_timeout": Option(
@@ -167,6 +175,16 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def validate_oma_url(value: str) -> str:
+    """Return the OMA base URL without a trailing slash, or raise ValueError."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not contain credentials; set the user and password separately")
+    return value.strip().rstrip("/")
+
+
 class Settings(BaseSettings):
     """Validated exporter settings; field names are the flags with `.` and `-` as `_`."""
 
@@ -181,6 +199,12 @@ class Settings(BaseSettings):
     oma_session_token: bool = False
     oma_session_token_duration: float = 10800.0
     jobs: Annotated[tuple[str, ...], NoDecode] = ()
+    config_file: Path | None = None
+    discovery: bool = False
+    discovery_interval: float = 300.0
+    discovery_max_age: float = 7 * 86400.0
+    shard: int = Field(default=0, ge=0)
+    total_shards: int = Field(default=1, ge=1, le=1000)
     poll_interval: float = 60.0
     poll_connect_timeout: float = 5.0
     poll_read_timeout: float = 30.0
@@ -208,7 +232,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "poll_interval", "poll_connect_timeout", "poll_read_timeout", "poll_deadline", "poll_stale_after",
-        "poll_finished_interval", "poll_finished_retention",
+        "poll_finished_interval", "poll_finished_retention", "discovery_interval", "discovery_max_age",
         "oma_session_token_duration", mode="before",
     )
     @classmethod
@@ -237,14 +261,7 @@ class Settings(BaseSettings):
     @field_validator("oma_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials; set OPENSRS_OMA_USER and OPENSRS_PASSWORD")
-        return value.strip().rstrip("/")
+        return None if value is None else validate_oma_url(value)
 
     @field_validator("oma_client")
     @classmethod
@@ -266,7 +283,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with / and must not be / or under /-/")
         return value
 
-    @field_validator("oma_ca_file", "web_config_file")
+    @field_validator("oma_ca_file", "web_config_file", "config_file")
     @classmethod
     def _check_readable(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -275,6 +292,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_together(self) -> Settings:
+        if self.shard >= self.total_shards:
+            raise _FieldError("shard", self.shard, f"must be less than --total-shards ({self.total_shards})")
         if self.poll_finished_interval < self.poll_interval:
             raise _FieldError("poll_finished_interval", self.poll_finished_interval, "must be at least --poll.interval")
         if self.poll_stale_after < self.poll_interval:
@@ -285,6 +304,12 @@ class Settings(BaseSettings):
             # Demo mode makes up its own password, so a password file that an image
             # or unit names by default need not exist.
             return self
+        if self.config_file is not None:
+            for name in ("oma_url", "oma_user", "jobs"):
+                if getattr(self, name):
+                    raise _FieldError(name, getattr(self, name), "cannot be combined with --config.file, "
+                                      "which names the accounts and their jobs")
+            return self
         if self.password_file is not None and not self.password_file.is_file():
             raise _FieldError("password_file", self.password_file, "file not found or not a regular file")
         for name in ("oma_url", "oma_user"):
@@ -292,8 +317,8 @@ class Settings(BaseSettings):
                 raise _FieldError(name, None, "is required")
         if self.password is None and self.password_file is None:
             raise _FieldError("password", None, "is required")
-        if not self.jobs:
-            raise _FieldError("jobs", None, "is required: name at least one job ID")
+        if not self.jobs and not self.discovery:
+            raise _FieldError("jobs", None, "is required unless --discovery is on: name at least one job ID")
         return self
 
     def read_password(self) -> str:
@@ -301,7 +326,7 @@ class Settings(BaseSettings):
 
         A trailing newline in the file is dropped because editors add one.
         """
-        if self.demo:
+        if self.demo or self.config_file is not None:
             return ""
         if self.password is not None:
             secret = self.password.get_secret_value()

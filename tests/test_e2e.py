@@ -75,14 +75,15 @@ class ExporterProcess:
         return "".join(self.lines) + "".join(self.stdout)
 
 
-def wait_for(condition, timeout: float, message: str):
+def wait_for(condition, timeout: float, message):
+    """Poll `condition` until it returns something true; `message` may be a callable for the failure text."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         result = condition()
         if result:
             return result
         time.sleep(0.3)
-    raise AssertionError(message)
+    raise AssertionError(message() if callable(message) else message)
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_wrong_password_reported_and_served(simulator):
 
 
 def test_demo_serves_every_contract_metric():
-    exporter = ExporterProcess("--demo", "--poll.interval", "1s", env={})
+    exporter = ExporterProcess("--demo", "--discovery", "--poll.interval", "1s", env={})
     try:
         contract = metricdefs.exposed_names() - {"opensrs_migration_invalid_values_total"}
 
@@ -154,7 +155,7 @@ def test_demo_serves_every_contract_metric():
             present = {name for name, _ in exporter.samples()}
             return contract - present
 
-        wait_for(lambda: not missing_names(), 30, f"demo never served {sorted(missing_names())}")
+        wait_for(lambda: not missing_names(), 30, lambda: f"demo never served {sorted(missing_names())}")
         assert any("OMA simulator: http://127.0.0.1:" in line for line in exporter.stdout)
     finally:
         assert exporter.stop() == 0
