@@ -147,7 +147,10 @@ def load_config_file(path: Path) -> list[Account]:
             message = "unknown key; check its spelling against the README"
         raise ConfigFileError(f"invalid configuration file {path}: {location}: {message}") from None
 
-    accounts = [_account_from_model(model, path.parent) for model in parsed.accounts]
+    try:
+        accounts = [_account_from_model(model, path.parent) for model in parsed.accounts]
+    except ConfigFileError as error:
+        raise ConfigFileError(f"invalid configuration file {path}: {error}") from None
     check_accounts(accounts, str(path))
     return accounts
 
