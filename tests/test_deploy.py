@@ -956,6 +956,60 @@ def test_kubernetes_settings_pass_config_check(manifests: dict[str, dict[str, An
     assert result.returncode == 0, result.stderr
 
 
+SHARDED = KUBERNETES / "sharded"
+
+
+@pytest.fixture(scope="module")
+def statefulset() -> dict[str, Any]:
+    return load_yaml(SHARDED / "statefulset.yaml")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("name", ["statefulset.yaml", "headless-service.yaml"])
+def test_sharded_objects_schema(name: str, version: str) -> None:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(load_yaml(SHARDED / name), version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{name} is invalid for Kubernetes {version}: {str(error).splitlines()[0]}")
+
+
+def test_sharded_statefulset_takes_shard_from_ordinal(statefulset: dict[str, Any],
+                                                      manifests: dict[str, dict[str, Any]]) -> None:
+    pod = statefulset["spec"]["template"]["spec"]
+    env = {item["name"]: item for item in pod["containers"][0]["env"]}
+    shard_source = env["OPENSRS_SHARD"]["valueFrom"]["fieldRef"]["fieldPath"]
+
+    assert shard_source == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert int(env["OPENSRS_TOTAL_SHARDS"]["value"]) == statefulset["spec"]["replicas"]
+    assert statefulset["spec"]["serviceName"] == load_yaml(SHARDED / "headless-service.yaml")["metadata"]["name"]
+    deployment_pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == deployment_pod["securityContext"]
+    assert pod["containers"][0]["securityContext"] == deployment_pod["containers"][0]["securityContext"]
+    assert pod["containers"][0]["resources"] == deployment_pod["containers"][0]["resources"]
+
+
+def test_sharded_kustomization_replaces_deployment() -> None:
+    kustomization = load_yaml(SHARDED / "kustomization.yaml")
+    present = sorted(path.name for path in SHARDED.glob("*.yaml") if path.name != "kustomization.yaml")
+
+    assert kustomization["resources"] == ["../", *present]
+    deleted = [patch["target"] for patch in kustomization["patches"] if "$patch: delete" in patch["patch"]]
+    assert deleted == [{"kind": "Deployment", "name": "opensrs-migration-exporter"}]
+
+
+@pytest.mark.parametrize("shard", ["0", "2"])
+def test_sharded_settings_pass_config_check(statefulset: dict[str, Any], image: ImageInstall, shard: str) -> None:
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value", shard) for item in container["env"]}
+    env["OPENSRS_PASSWORD_FILE"] = str(image.password_file)
+
+    result = run(image.command("--config.check"), env=image.environment(**env))
+
+    assert result.returncode == 0, result.stderr
+
+
 def test_demo_exporter_serves_probe_paths(demo_exporter: RunningExporter,
                                           manifests: dict[str, dict[str, Any]]) -> None:
     container = exporter_container(manifests)

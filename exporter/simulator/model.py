@@ -5,10 +5,11 @@ phase durations, speed and failure ratios. Every function here is a pure functio
 plan and a simulated time, so one seed and one clock always produce the same bytes.
 Times are simulated seconds since the job started.
 
-The output keeps the quirks of the OMA documentation's own example: `remote_count`,
-`next_uid` and `status.critical_errors` are JSON strings, `skip_count` is a string in
-folders that have not started and a number in folders that have, and a folder that has
-not started leaves out its transfer counters.
+The output keeps the quirks of the example response in the OMA documentation:
+
+- `remote_count`, `next_uid` and `status.critical_errors` are JSON strings.
+- `skip_count` is a string in folders that have not started and a number in the others.
+- A folder that has not started leaves out its transfer counters.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class UserPlan:
     retry1_delay: float = 60.0
     retry2_delay: float = 120.0
     login_failures: int = 0
-    """Failed logins during validation; more than zero ends the user in `error`."""
+    """Failed logins during validation. Any number above zero ends the user in `error`."""
     stall_after: float | None = None
     """Seconds after the start of `active` at which all progress stops for good."""
     remote_key: str = "remote"
@@ -284,7 +285,7 @@ def render_folder(progress: FolderProgress) -> dict:
 
 
 def render_user(plan: UserPlan, t: float) -> dict:
-    """Build one element of `users`; `status` holds the sums over the listed folders."""
+    """Build one element of `users`, whose `status` contains the sums over the listed folders."""
     progress = user_progress(plan, t)
     folders = {item.plan.name: render_folder(item) for item in progress.folders}
     status = {

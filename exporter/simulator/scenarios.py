@@ -98,7 +98,7 @@ _DISCARD_FOLDERS = {"trash", "spam", "deleted items", "junk e-mail"}
 
 
 class UserSpec(NamedTuple):
-    """What a migration request fixes about a user; the plan draws the rest."""
+    """Fields of a user that the migration request sets. A plan draws everything else."""
 
     local: str
     remote: str
@@ -146,10 +146,13 @@ def draw_folder(rng: random.Random, name: str, delim: str, size_factor: float = 
 def draw_user(rng: random.Random, spec: UserSpec, profile: str) -> UserPlan:
     """Draw the plan of one user.
 
-    Profiles: `healthy` completes in about 30 simulated minutes with no failed message,
-    `failing` loses messages steadily for about 40 minutes, `login_failure` ends in
-    `error` during validation, `stalled` stops moving while `active`, and `added` is a
-    quicker healthy user for jobs created by migration_add.
+    Profiles:
+
+    - `healthy` completes within about 31 simulated minutes with no failed message.
+    - `failing` loses messages steadily and completes within about 40 minutes.
+    - `login_failure` ends in `error` during validation.
+    - `stalled` stops moving for good while `active`.
+    - `added` is a quicker user for jobs created by migration_add.
     """
     folders = tuple(
         draw_folder(rng, name, spec.delim, spec.size_factor, skipped=name in spec.skip)

@@ -57,11 +57,11 @@ AUDIT = {"audit": {"source": "opensrs-oma-simulator"}}
 class Faults:
     """Failures the server injects into API calls, checked in the order of the fields.
 
-    `latency` (seconds) delays the answer and combines with any other fault.
-    `http_status` answers with that status and an HTML body, `invalid_json` answers 200
-    with a body that is not JSON, and `api_error` answers
+    `latency` (seconds) delays the response and combines with any other fault.
+    `http_status` responds with that status and an HTML body, `invalid_json` responds
+    200 with a body that is not JSON, and `api_error` responds
     `{"success": false, "error_number": <api_error>}`. `job_ids` limits the faults to
-    calls whose `job` is in the set; None applies them to every API call.
+    calls whose `job` is in the set, and None applies them to every API call.
     """
 
     latency: float = 0.0
@@ -137,7 +137,7 @@ def _job_date(job_id: str) -> int:
 
 
 class SimulatorServer:
-    """An OMA endpoint on a local port, answering from a Simulation.
+    """An OMA endpoint on a local port that serves a Simulation or static responses.
 
     The socket is bound at construction, so `url` is known before `start()`.
     `token_clock` (seconds) measures session token lifetimes, which run in real time
@@ -201,7 +201,10 @@ class SimulatorServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close open keep-alive connections and the socket; idempotent."""
+        """Stop serving and close open keep-alive connections and the socket.
+
+        Calling it again does nothing.
+        """
         with self._lock:
             if self._stopped:
                 return
@@ -275,8 +278,8 @@ class SimulatorServer:
         token = credentials.get("token")
         if token is not None:
             with self._lock:
-                owner, expires_at = self._tokens.get(token, ("", 0.0)) if isinstance(token, str) else ("", 0.0)
-            if owner != user or self._token_clock() >= expires_at:
+                issued = self._tokens.get(token) if isinstance(token, str) else None
+            if issued is None or issued[0] != user or self._token_clock() >= issued[1]:
                 raise RequestError(1, "Authentication failed: session token is invalid or expired")
             return
 
@@ -365,6 +368,9 @@ class _IPv6Server(_Server):
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "opensrs-oma-simulator"
+    # Headers and body go out in separate writes, which Nagle's algorithm would hold
+    # back until the client's delayed ACK, about 40 ms per response.
+    disable_nagle_algorithm = True
     server: _Server
 
     def version_string(self):
@@ -465,7 +471,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return path[len(prefix):]
 
     def _read_body(self) -> bytes | None:
-        """Read the request body; on an invalid length answer and return None."""
+        """Read the request body, or send an error response and return None for an invalid length."""
         header = self.headers.get("Content-Length")
         if header is None:
             return b""
@@ -484,7 +490,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _inject_fault(self, faults: Faults, body: dict) -> bool:
-        """Apply the configured faults; return True when a fault has answered."""
+        """Apply the configured faults and return True when a fault has sent the response."""
         try:
             job_id = request_job_id(body)
         except RequestError:
