@@ -1,7 +1,7 @@
 """Wiring of one exporter process: accounts, clients, poller, job directory, exposition.
 
 `Exporter.reload()` re-reads the accounts (the configuration file, or the password
-file of the flat settings) and swaps clients and jobs in without a restart; on an
+file of the flat settings) and swaps clients and jobs in without a restart. After an
 invalid file it keeps the running configuration.
 """
 

@@ -1,6 +1,6 @@
 """The collector: metric families built from the poller's latest view.
 
-It never calls the API. `collect()` reads one `View`, so a scrape sees whole polls
+It never calls the API. `collect()` reads one `View`, so a scrape gets whole polls
 only. Example output for the seed response of job 1326229437638:
 
     opensrs_migration_job_throughput_bytes_per_second{job_id="1326229437638"} 628222.976
@@ -23,7 +23,7 @@ from exporter.poller import JobView, View
 from exporter.render import USER_STATES, JobFragments, SeriesPlan, plan_series, state_counts, total
 from exporter.snapshot import STATES, UNKNOWN_STATE, JobStatus
 
-# OMA's documented error numbers start at 0, so rate() sees their first occurrence;
+# OMA's documented error numbers start at 0, so rate() catches their first occurrence;
 # any other number appears when it first happens.
 DOCUMENTED_API_ERRORS = ("0", "1", "2", "5", "6", "7", "19", "20", "21", "22", "25")
 
@@ -132,7 +132,7 @@ class MigrationCollector(Collector):
         up.add_metric(labels, 1 if job.up else 0)
         _add(last_success, labels, job.last_success)
         _add(duration, labels, job.poll_duration)
-        # Every reason is present from the start, so rate() sees the first failure.
+        # Every reason is present from the start, so rate() catches the first failure.
         for reason in REASONS:
             poll_errors.add_metric([job.job_id, reason], job.poll_errors.get(reason, 0))
         for field, count in sorted(job.invalid_values.items()):

@@ -1,4 +1,4 @@
-"""Which jobs this replica polls: configured IDs, discovered jobs and the shard split.
+"""The job list of this replica: configured IDs, discovered jobs and the shard split.
 
 `JobDirectory` owns the accounts and their clients. It merges each account's
 configured job IDs with the jobs that `migration_jobs` lists (when discovery is on),
@@ -237,8 +237,8 @@ class JobDirectory:
 def _parse_jobs(document: Mapping[str, Any]) -> dict[str, float]:
     """Return job IDs and submission times from a migration_jobs response.
 
-    Entries without a usable `job` are skipped; one without a usable `date` counts as
-    submitted now, so a new job is never missed for a malformed date.
+    Entries without a usable `job` are skipped. An entry without a usable `date`
+    counts as submitted now, so a malformed date never hides a new job.
     """
     jobs = document.get("jobs")
     if not isinstance(jobs, list):

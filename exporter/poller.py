@@ -2,7 +2,7 @@
 
 A scheduler thread hands due jobs to a fixed pool of worker threads. Each finished
 poll replaces that job's record and publishes a new `View` in one assignment, so a
-scrape that reads `Poller.view()` once sees whole polls only and never waits for
+scrape that reads `Poller.view()` once gets whole polls only and never waits for
 the API.
 """
 
@@ -39,7 +39,7 @@ class StatusClient(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class JobView:
-    """What the exporter knows about one job after its most recent poll."""
+    """The exporter's record of one job after its most recent poll."""
 
     job_id: str
     account: str = DEFAULT_ACCOUNT
@@ -60,7 +60,7 @@ class JobView:
     finished_since: float | None = None
     """Monotonic time since which every user has been `complete` or `error`."""
     rendered: Any = None
-    """What the `prepare` callable made of `status`, such as its rendered sample lines."""
+    """The result of the `prepare` callable for `status`, such as its rendered sample lines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +196,8 @@ class Poller:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop scheduling and wait up to `timeout` seconds for the threads.
 
-        A worker blocked in an API call ends at its poll deadline at the latest;
-        its threads are daemons, so they never keep the process alive.
+        A worker blocked in an API call ends at its poll deadline at the latest.
+        Workers are daemon threads, so they never keep the process alive.
         """
         with self._lock:
             self._stopping = True

@@ -198,8 +198,8 @@ def help_line(definition: m.MetricDef, openmetrics: bool) -> bytes:
 def deflate_segment(data: bytes, level: int) -> bytes:
     """Compress `data` as raw deflate blocks that end on a byte boundary.
 
-    A fresh compressor never refers back to earlier data and a sync flush ends
-    its output on a byte boundary without a final block, so such segments can be
+    A fresh compressor never refers back to earlier data. A sync flush ends its
+    output on a byte boundary without a final block. So such segments can be
     concatenated and closed with one final empty block to form a valid stream.
     """
     compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -239,7 +239,7 @@ def count_series(status: JobStatus) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class SeriesPlan:
-    """Which jobs' folder series an exposition contains, and the resulting counts."""
+    """The jobs whose folder series an exposition contains, and the resulting series counts."""
 
     folder_jobs: frozenset[str]
     served: int

@@ -29,7 +29,7 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Option:
-    """How one setting is spelled on the command line and in the environment."""
+    """The command-line and environment spelling of one setting."""
 
     flag: str | None
     env: str

@@ -1,7 +1,7 @@
 """Immutable records of one successful migration_status poll.
 
 The parser builds them, the poller swaps them in whole, and the collector reads
-them; nothing changes a record after it is built, so a scrape never sees half a
+them. Nothing changes a record after it is built, so a scrape never gets half a
 poll. A counter of `None` means the API sent a value that is not a finite number:
 that series gets no sample.
 """
@@ -74,7 +74,7 @@ class InvalidValue:
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """Everything one successful migration_status response says about a job."""
+    """The contents of one successful migration_status response for a job."""
 
     job_id: str
     throughput_bytes_per_second: Count
