@@ -994,7 +994,7 @@ def test_sharded_kustomization_replaces_deployment() -> None:
     kustomization = load_yaml(SHARDED / "kustomization.yaml")
     present = sorted(path.name for path in SHARDED.glob("*.yaml") if path.name != "kustomization.yaml")
 
-    assert kustomization["resources"] == ["../", *present]
+    assert sorted(kustomization["resources"]) == sorted(["../", *present])
     deleted = [patch["target"] for patch in kustomization["patches"] if "$patch: delete" in patch["patch"]]
     assert deleted == [{"kind": "Deployment", "name": "opensrs-migration-exporter"}]
 
