@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:19877
 
 # Debian packages whose binaries the tests run: prometheus and promtool, Alertmanager,
-# and docker-compose, which validates Compose files without a Docker engine.
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose
-REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager amtool docker-compose
+# docker-compose, which validates Compose files without a Docker engine, and chromium,
+# which loads the status page in the headless browser test.
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose chromium
+REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager amtool docker-compose chromium
 
 .PHONY: all venv tools test demo bench clean
 

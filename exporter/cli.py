@@ -15,6 +15,7 @@ from exporter.accounts import (
     DEFAULT_ACCOUNT, Account, ConfigFileError, Discovery, account_from_settings, load_config_file,
 )
 from exporter.settings import OPTIONS, Settings, SettingsError, load_settings, parse_listen_address
+from exporter.webconfig import WebConfigError, WebConfigFile, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -117,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         job_count = sum(len(account.jobs) for account in accounts)
     else:
         job_count = len(settings.jobs)
+    if settings.web_config_file is not None:
+        try:
+            load_web_config(settings.web_config_file)
+        except WebConfigError as error:
+            print(f"opensrs-migration-exporter: {error}", file=sys.stderr)
+            return EXIT_INVALID_SETTINGS
     if config_check:
         print(f"opensrs-migration-exporter: settings are valid ({job_count} jobs)")
         return 0
@@ -128,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(settings: Settings, password: str) -> int:
     """Start the simulator (in demo mode), the exporter and the HTTP server; block until a signal."""
+    # Handlers first: a SIGTERM during start-up must end the process cleanly, not with
+    # the default action, and the loop below sees it once start-up is done.
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
+
     from exporter.app import Exporter
     from exporter.server import ExporterServer
 
@@ -149,25 +164,28 @@ def run(settings: Settings, password: str) -> int:
             simulator.stop()
         return EXIT_INVALID_SETTINGS
     host, port = parse_listen_address(settings.web_listen_address)
+    server = web_config = None
     try:
-        server = ExporterServer(host, port, exporter.exposition, exporter.poller.view, settings.web_telemetry_path)
+        web_config = WebConfigFile(settings.web_config_file) if settings.web_config_file is not None else None
+        server = ExporterServer(host, port, exporter.exposition, exporter.poller.view, settings.web_telemetry_path,
+                                web_config=web_config)
+    except WebConfigError as error:
+        # main() validated the file, so it changed since then.
+        log.error("invalid web configuration file", extra={"file": str(error.path), "error": error.problem})
     except OSError as error:
         log.error("cannot listen", extra={"address": settings.web_listen_address, "error": str(error)})
+    if server is None:
         if simulator is not None:
             simulator.stop()
         return 1
     server.reload_handler = exporter.reload
 
-    stop = threading.Event()
-    reload_requested = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGHUP, lambda signum, frame: reload_requested.set())
     exporter.start()
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
     serving.start()
     shown_host = host or "0.0.0.0"
-    metrics_url = f"http://{_url_host(shown_host)}:{server.port}{settings.web_telemetry_path}"
+    scheme = "https" if web_config is not None and web_config.current().tls else "http"
+    metrics_url = f"{scheme}://{_url_host(shown_host)}:{server.port}{settings.web_telemetry_path}"
     log.info("serving metrics", extra={"url": metrics_url})
     if simulator is not None:
         print(f"Demo running. OMA simulator: {simulator.url}  Metrics: {metrics_url}  Stop with Ctrl+C.", flush=True)

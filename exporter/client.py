@@ -189,8 +189,21 @@ class OmaClient:
         with self._counts_lock:
             self._api_errors["unknown" if number is None else str(number)] += 1
         text = document.get("error")
-        text = text[:200] if isinstance(text, str) else ""
+        # Redact before cutting, so a secret cut in two cannot leave its first half.
+        text = self._redact(text[:1000], body["credentials"])[:200] if isinstance(text, str) else ""
         raise PollError(errors.API_ERROR, f"{method} failed with OMA error {number}: {text}", error_number=number)
+
+    def _redact(self, text: str, credentials: dict[str, str]) -> str:
+        """Replace the password and session tokens in server-supplied text.
+
+        A proxy or a server that echoes the request in its error text would
+        otherwise put them into the log. The token sent with the request is
+        replaced too, because another thread may have renewed `_token` since.
+        """
+        for secret in (self._password, self._token, credentials.get("password"), credentials.get("token")):
+            if secret:
+                text = text.replace(secret, "<hidden>")
+        return text
 
     def _read_body(self, method: str, url: str, data: bytes, deadline: float) -> bytes:
         """POST and read the whole body, stopping at the deadline or the size limit.
@@ -209,7 +222,7 @@ class OmaClient:
         except requests.Timeout as error:
             raise PollError(errors.TIMEOUT, f"{method}: {url} timed out ({type(error).__name__})") from None
         except (requests.ConnectionError, requests.exceptions.InvalidURL, requests.exceptions.SSLError) as error:
-            raise PollError(errors.CONNECTION, f"{method}: cannot connect to {url} ({_describe(error)})") from None
+            raise PollError(errors.CONNECTION, f"{method}: cannot connect to {url} ({_describe(_innermost(error))})") from None
 
         with response:
             if response.status_code != 200:
@@ -249,7 +262,7 @@ class OmaClient:
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise PollError(errors.TIMEOUT, f"{method}: {url} timed out reading the body") from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise PollError(errors.CONNECTION, f"{method}: {url} body cut off ({_describe(error)})") from None
+            raise PollError(errors.CONNECTION, f"{method}: {url} body cut off ({_describe(_innermost(error))})") from None
         return b"".join(chunks)
 
 
@@ -276,6 +289,26 @@ def _is_retryable(error: PollError) -> bool:
     if error.reason == errors.API_ERROR:
         return error.error_number in RETRYABLE_API_ERRORS
     return False
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """Return the exception that `error` wraps at the bottom.
+
+    requests and urllib3 wrap the cause of a failed connection two or three levels
+    deep, as `reason` or as an argument. The outer messages repeat the URL and pool
+    details, so the cause, such as a rejected certificate, comes last and would be
+    cut off by `_describe`.
+    """
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((argument for argument in error.args if isinstance(argument, BaseException)), None)
+        if inner is None:
+            break
+        error = inner
+    return error
 
 
 def _describe(error: BaseException) -> str:

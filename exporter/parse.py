@@ -47,6 +47,12 @@ Rules for values:
   earlier in the response's key order gets the decoded name. When the raw name
   is taken as well, which needs three crafted names, the folder is skipped and
   recorded as `users.folders.name`.
+- Values that become labels pass through `shorten_label_value`: `local`, folder
+  names after decoding, the remote login, `server`, `method` and `delim`. Lone
+  UTF-16 surrogates become U+FFFD, and a value longer than 128 bytes of UTF-8 is cut
+  to a prefix plus `~` and 8 hex digits of its SHA-256. The duplicate checks of
+  users and folders compare these shortened values, so two entries that shorten to
+  one value never share a series: the later one is skipped and recorded.
 - The `success` field is not checked: callers pass only responses whose `success`
   is true. Unknown keys are ignored.
 
@@ -61,6 +67,7 @@ from itertools import islice
 from math import isfinite
 
 from exporter.errors import ResponseError
+from exporter.labels import shorten_label_value
 from exporter.mutf7 import decode_mailbox_name
 from exporter.rate import RateError, parse_rate
 from exporter.snapshot import (
@@ -168,6 +175,7 @@ def _parse_user(
     if type(local) is not str or not local:
         invalid.append(InvalidValue("users.local", _describe(local)))
         return None
+    local = shorten_label_value(local)
     if local in seen_locals:
         invalid.append(InvalidValue("users.local", _describe(local), user=local))
         return None
@@ -184,6 +192,9 @@ def _parse_user(
         remote_user = _read_text(config, "username", "users.config.username", local, invalid)
     server = _read_text(config, "server", "users.config.server", local, invalid)
     method = _read_text(config, "method", "users.config.method", local, invalid)
+    remote_user = shorten_label_value(remote_user)
+    server = shorten_label_value(server)
+    method = shorten_label_value(method)
 
     totals = _read_counters(status, _STATUS_COUNTERS, "users.status.", local, "", invalid)
     folders = _parse_folders(folders_value, local, invalid)
@@ -246,6 +257,7 @@ def _parse_folders(
                 InvalidValue("users.folders.delim", _describe(delimiter), user=local, folder=name)
             )
             delimiter = ""
+        delimiter = shorten_label_value(delimiter)
         counters = _read_counters(entry, _FOLDER_COUNTERS, "users.folders.", local, name, invalid)
         folders.append(FolderStatus(name=name, delimiter=delimiter, **counters))
     return folders
@@ -258,14 +270,16 @@ def _folder_label(raw_name: str, folders_value: dict, used_names: set[str]) -> s
     and a raw "Entwürfe" is invalid modified UTF-7 that stays as it is. A name
     that does not change when decoded has no other label, so it always keeps it.
     A decoded name that collides with it, or with an earlier folder's label,
-    falls back to its raw name instead.
+    falls back to its raw name instead. Labels are compared after
+    `shorten_label_value`, because that is the value a series gets.
     """
-    name = decode_mailbox_name(raw_name)
-    if name != raw_name:
+    decoded = decode_mailbox_name(raw_name)
+    name = shorten_label_value(decoded)
+    if decoded != raw_name:
         if name in used_names or (
-            name in folders_value and decode_mailbox_name(name) == name
+            decoded in folders_value and decode_mailbox_name(decoded) == decoded
         ):
-            name = raw_name
+            name = shorten_label_value(raw_name)
     if name in used_names:
         return None
     return name

@@ -173,11 +173,12 @@ def _render_folder_level(status: JobStatus, lines: dict[str, list[str]]) -> None
                 failed.append(f"{failed_name}{labels}{format_value(value)}\n")
             if (value := folder.remote_messages) is not None:
                 remote.append(f"{remote_name}{labels}{format_value(value)}\n")
-            retry_labels = '{attempt="%s",folder="' + escape_label_value(folder.name) + tail
+            # Concatenated, never %-formatted: names can contain "%".
+            retry_tail = '",folder="' + escape_label_value(folder.name) + tail
             if (value := folder.retry1_messages) is not None:
-                retry.append(f"{retry_name}{retry_labels % '1'}{format_value(value)}\n")
+                retry.append(f'{retry_name}{{attempt="1{retry_tail}{format_value(value)}\n')
             if (value := folder.retry2_messages) is not None:
-                retry.append(f"{retry_name}{retry_labels % '2'}{format_value(value)}\n")
+                retry.append(f'{retry_name}{{attempt="2{retry_tail}{format_value(value)}\n')
             if (value := folder.migrated_bytes) is not None:
                 migrated_bytes.append(f"{bytes_name}{labels}{format_value(value)}\n")
             if (value := folder.next_uid) is not None:

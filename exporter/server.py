@@ -85,7 +85,7 @@ class Exposition:
                job_ids: list[str] | None = None) -> tuple[list[bytes], str]:
         """Return the body chunks and content type for an Accept header, gzip-compressed on request.
 
-        `names` keeps the families of those names; `job_ids` keeps the samples whose
+        `names` keeps the families of those names. `job_ids` keeps the samples whose
         `job_id` label is one of those IDs, with the HELP and TYPE lines of their families.
         """
         encoder, content_type = choose_encoder(accept or "")
@@ -192,21 +192,21 @@ def _keep_job_samples(text: bytes, job_ids: set[str]) -> bytes:
     `# EOF` stays. Inside an escaped label value every `"` follows a backslash, so
     `job_id="` can only start the label itself.
     """
-    wanted = [f'job_id="{escape_label_value(job_id)}"'.encode() for job_id in job_ids]
-    kept: list[bytes] = []
+    labels = [f'job_id="{escape_label_value(job_id)}"'.encode() for job_id in job_ids]
+    output: list[bytes] = []
     comments: list[bytes] = []
     for line in text.splitlines(keepends=True):
         if line == b"# EOF\n":
-            kept.append(line)
+            output.append(line)
         elif line.startswith(b"#"):
             if line.startswith(b"# HELP "):
                 comments = []
             comments.append(line)
-        elif any(_has_label(line, label) for label in wanted):
-            kept.extend(comments)
+        elif any(_has_label(line, label) for label in labels):
+            output.extend(comments)
             comments = []
-            kept.append(line)
-    return b"".join(kept)
+            output.append(line)
+    return b"".join(output)
 
 
 def _has_label(line: bytes, label: bytes) -> bool:
@@ -338,6 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: ExporterServer
     protocol_version = "HTTP/1.1"
     server_version = f"opensrs-migration-exporter/{__version__}"
+    # Seconds a connection may sit idle, or a client may take to read one write,
+    # before its thread gives up. Prometheus reconnects after an idle close.
+    timeout = 120
 
     def do_GET(self) -> None:  # noqa: N802 (name fixed by http.server)
         self._route(head=False)
@@ -362,10 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(int(length))
 
     def _authorized(self, head: bool) -> bool:
-        """Return True when basic authentication is off or the request passes it; otherwise send 401."""
+        """Send 401 and return False unless basic authentication is off or the request passes it."""
         config = self.server.current_web_config()
         if config is None or config.basic_auth is None or config.basic_auth.check(self.headers.get("Authorization")):
             return True
+        log.debug("basic authentication failed", extra={"client": self.client_address[0], "path": self.path})
         extra = {"WWW-Authenticate": f'Basic realm="{BASIC_AUTH_REALM}"'}
         if self.command not in ("GET", "HEAD"):
             # The request body stays unread, so the connection cannot carry another request.

@@ -360,12 +360,17 @@ class _FieldError(ValueError):
         self.problem = problem
 
 
+# The password part of `scheme://user:password@host` in a rejected URL.
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*@")
+
+
 def _describe_value(option: Option, value: Any) -> str:
     if option.secret:
         return "<hidden>"
     if value is None:
         return "<unset>"
     text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = _URL_PASSWORD.sub(r"\1:<hidden>@", text)
     return json.dumps(text[:200], ensure_ascii=False)
 
 

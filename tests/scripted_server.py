@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,23 +29,45 @@ class Reply:
     content_length: int | None = None
     """A Content-Length to declare that differs from the body's real size."""
     close_early: bool = False
+    reset: bool = False
+    """Abort the connection with a TCP RST (SO_LINGER 0, then close) instead of answering."""
 
 
 def json_reply(document: object, status: int = 200) -> Reply:
     return Reply(status=status, body=json.dumps(document).encode(), headers={"Content-Type": "application/json"})
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Failed TLS handshakes and aborted connections are what some tests provoke.
+        pass
+
+
 class ScriptedServer:
-    def __init__(self, respond: Callable[[str, dict], Reply]):
+    """Serves `respond` on 127.0.0.1; with `ssl_context`, over TLS.
+
+    The TLS handshake runs in each connection's handler thread, so a client that
+    rejects the certificate never blocks the accept loop.
+    """
+
+    def __init__(self, respond: Callable[[str, dict], Reply], ssl_context: ssl.SSLContext | None = None):
         self.respond = respond
         self.requests: list[tuple[str, dict, dict[str, str]]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self.handshake_failures = 0
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self._tls = ssl_context is not None
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/api"
 
     def __enter__(self) -> ScriptedServer:
         self._thread.start()
@@ -59,6 +83,17 @@ class ScriptedServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def handle(self) -> None:
+                if isinstance(self.connection, ssl.SSLSocket):
+                    try:
+                        self.connection.settimeout(5.0)
+                        self.connection.do_handshake()
+                        self.connection.settimeout(None)
+                    except (ssl.SSLError, OSError):
+                        scripted.handshake_failures += 1
+                        return
+                super().handle()
+
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
@@ -71,6 +106,15 @@ class ScriptedServer:
                 self._write(scripted.respond(method, body))
 
             def _write(self, reply: Reply) -> None:
+                if reply.reset:
+                    self.close_connection = True
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    # The socket's file descriptor closes only when its file objects
+                    # are closed too; closing all three now sends the RST at once.
+                    self.rfile.close()
+                    self.wfile.close()
+                    self.connection.close()
+                    return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
@@ -83,10 +127,14 @@ class ScriptedServer:
                 self.send_header("Content-Length", str(length))
                 self.end_headers()
                 if reply.chunks is not None:
-                    for piece in reply.chunks:
-                        self.wfile.write(piece)
-                        self.wfile.flush()
-                        time.sleep(reply.delay)
+                    try:
+                        for piece in reply.chunks:
+                            self.wfile.write(piece)
+                            self.wfile.flush()
+                            time.sleep(reply.delay)
+                    except OSError:
+                        self.close_connection = True
+                        return
                 else:
                     self.wfile.write(reply.body)
                 if reply.close_early or reply.content_length is not None:
