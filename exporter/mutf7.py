@@ -8,12 +8,17 @@ run with `-`, and uses `,` instead of `/` in its BASE64 alphabet.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["decode_mailbox_name"]
 
 _BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,"
 _SEXTETS = {char: index for index, char in enumerate(_BASE64_ALPHABET)}
 
 
+# Most jobs reuse a few dozen folder names across thousands of users, so a fleet
+# poll decodes each distinct name once instead of once per folder.
+@functools.lru_cache(maxsize=65536)
 def decode_mailbox_name(name: str) -> str:
     """Decode a modified UTF-7 mailbox name, or return `name` unchanged if it is invalid.
 
