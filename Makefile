@@ -12,7 +12,7 @@ DEMO_ADDRESS ?= 127.0.0.1:19877
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager docker-compose chromium
 REQUIRED_BINARIES := prometheus promtool prometheus-alertmanager amtool docker-compose chromium
 
-.PHONY: all venv tools test demo bench clean
+.PHONY: all venv tools test demo bench soak clean
 
 all: test
 
@@ -46,6 +46,9 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py --output docs/benchmarks.md
+
+soak: venv
+	$(BIN)/python soak/run.py --output docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -71,17 +71,28 @@ How the figures are measured (the scripts are in `bench/`):
 """
 
 
+SOAK_BEGIN = "<!-- soak:begin -->"
+SOAK_END = "<!-- soak:end -->"
+
+
 def write_report(path: Path, results: list[dict], duration: float, command: str, load_start: str) -> None:
+    """Write the report, keeping the intro above MARKER and the soak section that `make soak` owns."""
     intro = DEFAULT_INTRO
+    soak = ""
     if path.exists():
         existing = path.read_text()
         if MARKER in existing:
             intro = existing.split(MARKER, 1)[0].rstrip("\n") + "\n"
+        if SOAK_BEGIN in existing and SOAK_END in existing:
+            start = existing.index(SOAK_BEGIN)
+            soak = existing[start:existing.index(SOAK_END, start) + len(SOAK_END)]
     sections = [intro, MARKER, "", run_section(duration, command, load_start)]
     sections += [scenario_section(result) for result in results]
     targets = evaluate_targets({result["scenario"].name: result for result in results})
     sections.append(targets_section(targets))
     sections.append(profiles_section(targets, results))
+    if soak:
+        sections += ["", soak]
     path.write_text("\n".join(sections).rstrip("\n") + "\n")
 
 

@@ -63,13 +63,16 @@ def report(tmp_path_factory) -> str:
     """Run the benchmark once on tiny scenarios over an existing report and return the new one."""
     marker = load_report_module().MARKER
     output = tmp_path_factory.mktemp("bench") / "benchmarks.md"
-    output.write_text(HAND_WRITTEN_INTRO + "\n" + marker + "\n\nResults of an earlier run.\n")
+    output.write_text(HAND_WRITTEN_INTRO + "\n" + marker + "\n\nResults of an earlier run.\n\n" + SOAK_SECTION + "\n")
     command = [sys.executable, str(RUN_SCRIPT), "--output", str(output), "--cycles", "1", "--floor-repeats", "1"]
     for name, (jobs, users, folders) in SCENARIOS.items():
         command += ["--scenario", f"{name}={jobs}x{users}x{folders},3,2"]
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=90)
     assert completed.returncode == 0, f"bench/run.py failed:\n{completed.stderr[-3000:]}"
     return output.read_text()
+
+
+SOAK_SECTION = "<!-- soak:begin -->\n## Soak\n\nFigures of an earlier soak run.\n<!-- soak:end -->"
 
 
 def section(report: str, title_start: str) -> str:
@@ -94,6 +97,7 @@ def test_report_keeps_hand_written_intro(report):
     assert report.startswith(HAND_WRITTEN_INTRO)
     assert report.count(marker) == 1
     assert "Results of an earlier run." not in report
+    assert report.rstrip().endswith(SOAK_SECTION), "the soak section that make soak wrote was lost"
     assert load_report_module().DEFAULT_INTRO not in report
 
 
