@@ -216,8 +216,11 @@ class OmaClient:
             raise PollError(errors.TIMEOUT, f"{method}: poll deadline passed before the request was sent")
         timeout = (min(self._connect_timeout, remaining), min(self._read_timeout, remaining))
         try:
+            # Never follow redirects: the body carries the credentials, and a redirect
+            # could send them to another host or over plain HTTP.
             response = self._session.post(
-                url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout, stream=True
+                url, data=data, headers={"Content-Type": "application/json"}, timeout=timeout, stream=True,
+                allow_redirects=False,
             )
         except requests.Timeout as error:
             raise PollError(errors.TIMEOUT, f"{method}: {url} timed out ({type(error).__name__})") from None
@@ -226,9 +229,11 @@ class OmaClient:
 
         with response:
             if response.status_code != 200:
+                location = response.headers.get("Location") if 300 <= response.status_code < 400 else None
+                hint = f" redirecting to {location[:200]}; set --oma.url to the final URL" if location else ""
                 raise PollError(
                     errors.HTTP_STATUS,
-                    f"{method}: {url} returned HTTP {response.status_code}",
+                    f"{method}: {url} returned HTTP {response.status_code}{hint}",
                     http_status=response.status_code,
                 )
             declared = response.headers.get("Content-Length", "")

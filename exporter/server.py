@@ -44,6 +44,37 @@ log = logging.getLogger(__name__)
 # twenty times smaller than the plain text. Every poll pays this on the next scrape.
 GZIP_LEVEL = 1
 
+# The largest request body read and dropped; no endpoint takes a body.
+MAX_REQUEST_BODY = 65536
+
+
+def accepts_gzip(header: str) -> bool:
+    """Return whether an Accept-Encoding header allows gzip (RFC 9110: names ignore case, q=0 refuses)."""
+    for item in header.split(","):
+        name, _, parameters = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        quality = parameters.strip().lower()
+        if quality.startswith("q="):
+            try:
+                return float(quality[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def choose_format(accept: str | None) -> tuple[Callable, str]:
+    """Pick the encoder and content type for an Accept header, falling back to text format 0.0.4.
+
+    prometheus_client's choose_encoder raises on some malformed headers (such as
+    `version=abc`); a client's bad header must not cost it the metrics.
+    """
+    try:
+        return choose_encoder(accept or "")
+    except (TypeError, ValueError, IndexError):
+        return choose_encoder("")
+
 
 class Exposition:
     """Serves views as exposition bytes, rendering each view once per format.
@@ -89,7 +120,7 @@ class Exposition:
         `names` keeps the families of those names. `job_ids` keeps the samples whose
         `job_id` label is one of those IDs, with the HELP and TYPE lines of their families.
         """
-        encoder, content_type = choose_encoder(accept or "")
+        encoder, content_type = choose_format(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
         with self._lock:
             view = self._view_source()
@@ -350,20 +381,41 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(head=True)
 
     def do_POST(self) -> None:  # noqa: N802
-        if not self._authorized(head=False):
+        if not self._discard_body() or not self._authorized(head=False):
             return
         if urlsplit(self.path).path == "/-/reload" and self.server.reload_handler is not None:
-            self._discard_body()
             succeeded, message = self.server.reload_handler()
             self._send(200 if succeeded else 500, f"{message}\n".encode(), "text/plain; charset=utf-8", head=False)
             return
-        self._send(405, b"Method not allowed: use GET.\n", "text/plain; charset=utf-8", head=False,
-                   extra={"Allow": "GET, HEAD"})
+        self._method_not_allowed()
 
-    def _discard_body(self) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and 0 < int(length) <= 65536:
+    def _method_not_allowed(self) -> None:
+        allowed = "POST" if urlsplit(self.path).path == "/-/reload" else "GET, HEAD"
+        self._send(405, f"Method {self.command} not allowed here: use {allowed}.\n".encode(),
+                   "text/plain; charset=utf-8", head=False, extra={"Allow": allowed})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        if self._discard_body():
+            self._method_not_allowed()
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT  # noqa: N815
+
+    def _discard_body(self) -> bool:
+        """Read and drop the request body so the connection can carry the next request.
+
+        Returns False after answering 413 and closing when the body is too large or
+        its length unknown: no endpoint here takes a body.
+        """
+        length = self.headers.get("Content-Length", "0").strip()
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if chunked or not length.isdigit() or int(length) > MAX_REQUEST_BODY:
+            self.close_connection = True
+            self._send(413, b"Request body too large or of unknown length; no endpoint takes a body.\n",
+                       "text/plain; charset=utf-8", head=False, extra={"Connection": "close"})
+            return False
+        if int(length):
             self.rfile.read(int(length))
+        return True
 
     def _authorized(self, head: bool) -> bool:
         """Send 401 and return False unless basic authentication is off or the request passes it."""
@@ -385,10 +437,12 @@ class _Handler(BaseHTTPRequestHandler):
         super().end_headers()
 
     def _route(self, head: bool) -> None:
-        if not self._authorized(head):
+        if not self._discard_body() or not self._authorized(head):
             return
         url = urlsplit(self.path)
-        if url.path == self.server.telemetry_path:
+        if url.path == "/-/reload":
+            self._method_not_allowed()
+        elif url.path == self.server.telemetry_path:
             self._metrics(url.query, head)
         elif url.path == "/":
             self._send(200, self._landing_page(), "text/html; charset=utf-8", head)
@@ -406,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
         parameters = parse_qs(query)
         names = parameters.get("name[]")
         job_ids = parameters.get("job_id")
-        use_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
+        use_gzip = accepts_gzip(self.headers.get("Accept-Encoding", ""))
         try:
             chunks, content_type = self.server.exposition.render(self.headers.get("Accept"), use_gzip, names, job_ids)
         except Exception:  # noqa: BLE001

@@ -274,3 +274,17 @@ def test_wrong_password_in_token_mode_is_api_error_1():
     assert caught.value.reason == errors.API_ERROR
     assert caught.value.error_number == 1
     assert [method for method, _, _ in server.requests] == ["authenticate", "authenticate"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_not_followed(status):
+    with ScriptedServer(lambda method, body: json_reply(OK_STATUS)) as elsewhere:
+        moved = Reply(status=status, headers={"Location": elsewhere.url + "/migration_status"})
+        with ScriptedServer(lambda method, body: moved) as server:
+            with pytest.raises(PollError) as caught:
+                make_client(server).migration_status("1", deadline())
+    assert caught.value.reason == errors.HTTP_STATUS
+    assert caught.value.http_status == status
+    assert "set --oma.url to the final URL" in str(caught.value)
+    assert elsewhere.requests == [], "the credentials went to the redirect target"
+    assert len(server.requests) == 1

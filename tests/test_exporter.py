@@ -368,3 +368,77 @@ def test_cached_exposition_changes_with_new_poll(served):
     second = fetch(base + "/metrics")[2]
     assert second != first
     assert b"1.70000006e+09" in second
+
+
+def raw_exchange(base: str, request: bytes) -> bytes:
+    """Send raw bytes to the server and return everything it sends until it closes or goes quiet."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request)
+        connection.settimeout(1.0)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_post_body_never_read_as_request(served):
+    _, base = served
+    smuggled = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(smuggled))
+    received = raw_exchange(base, request + smuggled)
+    assert received.count(b"HTTP/1.1 ") == 1
+    assert received.startswith(b"HTTP/1.1 405")
+
+
+def test_oversized_body_rejected_and_closed(served):
+    _, base = served
+    body = b"x" * 70000
+    request = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    received = raw_exchange(base, request + body)
+    assert received.startswith(b"HTTP/1.1 413")
+    assert received.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_get_405(served, method):
+    _, base = served
+    status, headers, body = fetch(base + "/metrics", method=method)
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
+    assert body.startswith(b"Method " + method.encode())
+
+
+def test_get_reload_gets_405_with_allow_post(served):
+    _, base = served
+    status, headers, _ = fetch(base + "/-/reload")
+    assert status == 405
+    assert headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("accept", ["application/openmetrics-text; version=abc", "application/openmetrics-text; version=1.x"])
+def test_malformed_accept_falls_back_to_text(served, accept):
+    harness, base = served
+    harness.poller.poll_all()
+    status, headers, body = fetch(base + "/metrics", {"Accept": accept})
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"opensrs_migration_job_up" in body
+
+
+@pytest.mark.parametrize(
+    "header, compressed",
+    [("gzip", True), ("GZIP", True), ("deflate, gzip;q=0.5", True), ("gzip;q=0, identity", False),
+     ("notgzip", False), ("identity", False)],
+)
+def test_gzip_negotiation(served, header, compressed):
+    harness, base = served
+    harness.poller.poll_all()
+    status, headers, _ = fetch(base + "/metrics", {"Accept-Encoding": header})
+    assert status == 200
+    assert (headers.get("Content-Encoding") == "gzip") is compressed
