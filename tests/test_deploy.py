@@ -956,7 +956,7 @@ def test_kubernetes_settings_pass_config_check(manifests: dict[str, dict[str, An
     assert result.returncode == 0, result.stderr
 
 
-SHARDED = KUBERNETES / "sharded"
+SHARDED = DEPLOY / "kubernetes-sharded"
 
 
 @pytest.fixture(scope="module")
@@ -994,7 +994,7 @@ def test_sharded_kustomization_replaces_deployment() -> None:
     kustomization = load_yaml(SHARDED / "kustomization.yaml")
     present = sorted(path.name for path in SHARDED.glob("*.yaml") if path.name != "kustomization.yaml")
 
-    assert sorted(kustomization["resources"]) == sorted(["../", *present])
+    assert sorted(kustomization["resources"]) == sorted(["../kubernetes", *present])
     deleted = [patch["target"] for patch in kustomization["patches"] if "$patch: delete" in patch["patch"]]
     assert deleted == [{"kind": "Deployment", "name": "opensrs-migration-exporter"}]
 
@@ -1195,3 +1195,18 @@ def test_deploy_secret_values_are_demo_values(manifests: dict[str, dict[str, Any
     assert secret_files
     for path in secret_files:
         assert path.read_text(encoding="utf-8").strip() in DEMO_SECRETS, f"{path.name} holds a non-demo value"
+
+
+@pytest.mark.parametrize("folder", ["kubernetes", "kubernetes-sharded"])
+def test_kustomize_builds(folder: str) -> None:
+    # kubectl is not a Debian package in bookworm, so this extra check runs only where
+    # kubectl is installed; the schema tests above run everywhere.
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed; kustomize output not checked")
+    result = run([kubectl, "kustomize", str(DEPLOY / folder)])
+    assert result.returncode == 0, result.stderr
+    kinds = sorted(document["kind"] for document in yaml.safe_load_all(result.stdout))
+    workload = "StatefulSet" if folder == "kubernetes-sharded" else "Deployment"
+    assert workload in kinds
+    assert ("Deployment" in kinds) is (folder == "kubernetes"), "the sharded variant must not also run the Deployment"
