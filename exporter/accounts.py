@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from exporter.settings import Settings, SettingsError, parse_duration, parse_job_ids, validate_oma_url
+from exporter.settings import (
+    Settings, SettingsError, check_ca_bundle, parse_duration, parse_job_ids, validate_oma_url,
+)
 
 DEFAULT_ACCOUNT = "default"
 
@@ -136,7 +138,17 @@ def load_config_file(path: Path) -> list[Account]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigFileError(f"configuration file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise ConfigFileError(f"configuration file {path} is not valid YAML: {_describe_yaml_error(error)}") from None
+    if not isinstance(document, dict):
+        raise ConfigFileError(
+            f"invalid configuration file {path}: the top level must be a mapping with an 'accounts' list"
+        )
+    for position, entry in enumerate(document.get("accounts") or []):
+        if isinstance(entry, dict) and "password" in entry:
+            raise ConfigFileError(
+                f"invalid configuration file {path}: accounts.{position}.password: passwords are not accepted "
+                "in the file; put the password in its own file and name it with password_file"
+            )
     try:
         parsed = _FileModel.model_validate(document)
     except ValidationError as error:
@@ -155,11 +167,23 @@ def load_config_file(path: Path) -> list[Account]:
     return accounts
 
 
+def _describe_yaml_error(error: yaml.YAMLError) -> str:
+    """Name the problem and its position; PyYAML's own text can quote the file's lines."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _account_from_model(model: _AccountModel, folder: Path) -> Account:
     password_file = model.password_file if model.password_file.is_absolute() else folder / model.password_file
     ca_file = model.ca_file if model.ca_file is None or model.ca_file.is_absolute() else folder / model.ca_file
-    if ca_file is not None and not ca_file.is_file():
-        raise ConfigFileError(f"account {model.name!r}: ca_file {ca_file} not found")
+    if ca_file is not None:
+        try:
+            check_ca_bundle(ca_file)
+        except ValueError as error:
+            raise ConfigFileError(f"account {model.name!r}: ca_file {ca_file}: {error}") from None
     return Account(
         name=model.name,
         url=model.url,

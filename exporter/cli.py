@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", "Start the built-in OMA simulator on loopback and poll its demo jobs.", action="store_true")
     add("demo_speed", "Simulated seconds per real second in --demo mode (default 60).", metavar="FACTOR")
     parser.add_argument("--config.check", dest="config_check", action="store_true", default=False,
-                        help="Validate the settings, print a summary without secrets, and exit.")
+                        help="Validate the settings and files they name, print the number of configured jobs, and exit.")
     parser.add_argument("--version", action="version", version=f"opensrs-migration-exporter {__version__}")
     return parser
 
@@ -125,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"opensrs-migration-exporter: {error}", file=sys.stderr)
             return EXIT_INVALID_SETTINGS
     if config_check:
-        print(f"opensrs-migration-exporter: settings are valid ({job_count} jobs)")
+        jobs = "1 job" if job_count == 1 else f"{job_count} jobs"
+        print(f"opensrs-migration-exporter: settings are valid ({jobs})")
         return 0
 
     logs.configure(settings.log_level, settings.log_format)
     log.info("starting", extra={"version": __version__, **settings.summary()})
+    if settings.config_file is not None and (settings.password is not None or settings.password_file is not None):
+        # Not an error: the container image sets OPENSRS_PASSWORD_FILE by default.
+        log.warning("OPENSRS_PASSWORD and OPENSRS_PASSWORD_FILE are ignored with --config.file; "
+                    "each account names its own password_file")
     return run(settings, password)
 
 

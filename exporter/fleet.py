@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from exporter import errors
 from exporter.accounts import Account, shard_of
 from exporter.errors import PollError
+from exporter.settings import job_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +252,19 @@ def _parse_jobs(document: Mapping[str, Any]) -> dict[str, float]:
         job = entry.get("job")
         if isinstance(job, bool) or not isinstance(job, str | int):
             continue
+        problem = job_id_problem(str(job))
+        if problem:
+            log.warning("migration_jobs listed an unusable job ID; skipping it", extra={"error": problem})
+            continue
         date = entry.get("date")
         if isinstance(date, str):
             try:
                 date = float(date)
             except ValueError:
                 date = None
-        if isinstance(date, bool) or not isinstance(date, int | float) or date != date:
+        # A missing, malformed or future date counts as now, so the job is polled
+        # and later expires like any other.
+        if isinstance(date, bool) or not isinstance(date, int | float) or not now - 1e10 < date <= now:
             date = now
         result[str(job)] = float(date)
     return result

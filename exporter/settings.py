@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -152,14 +154,22 @@ def parse_job_ids(value: Any) -> tuple[str, ...]:
         if isinstance(item, bool) or not isinstance(item, str | int):
             raise ValueError(f"job ID {item!r} is neither a string nor a whole number")
         job_id = str(item).strip()
-        if not job_id:
-            raise ValueError("contains an empty job ID")
-        if len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable() or any(c.isspace() for c in job_id):
-            raise ValueError(f"job ID {job_id[:40]!r} has spaces, control characters or more than {MAX_JOB_ID_LENGTH} characters")
+        problem = job_id_problem(job_id)
+        if problem:
+            raise ValueError(problem)
         if job_id in ids:
             raise ValueError(f"job ID {job_id!r} is listed twice")
         ids.append(job_id)
     return tuple(ids)
+
+
+def job_id_problem(job_id: str) -> str:
+    """Return why `job_id` cannot be a job ID, or "" when it can."""
+    if not job_id:
+        return "contains an empty job ID"
+    if len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable() or any(c.isspace() for c in job_id):
+        return f"job ID {job_id[:40]!r} has spaces, control characters or more than {MAX_JOB_ID_LENGTH} characters"
+    return ""
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -169,10 +179,36 @@ def parse_listen_address(value: str) -> tuple[str, int]:
         raise ValueError("not of the form [host]:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-        ipaddress.IPv6Address(host)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
     elif ":" in host:
         raise ValueError("an IPv6 host needs brackets")
     return host, int(port_text)
+
+
+def check_listen_host(host: str, port: int) -> None:
+    """Raise ValueError unless `host` is empty, an IP address or a name that resolves."""
+    if not host:
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ValueError(f"host {host!r} is not an IP address and does not resolve") from None
+
+
+def check_ca_bundle(path: Path) -> None:
+    """Raise ValueError unless `path` contains at least one PEM CA certificate."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"not a readable PEM file of CA certificates ({type(error).__name__})") from None
 
 
 def validate_oma_url(value: str) -> str:
@@ -273,7 +309,7 @@ class Settings(BaseSettings):
     @field_validator("web_listen_address")
     @classmethod
     def _check_listen_address(cls, value: str) -> str:
-        parse_listen_address(value)
+        check_listen_host(*parse_listen_address(value))
         return value
 
     @field_validator("web_telemetry_path")
@@ -290,14 +326,23 @@ class Settings(BaseSettings):
             raise ValueError("file not found or not a regular file")
         return value
 
+    @field_validator("oma_ca_file")
+    @classmethod
+    def _check_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_ca_bundle(value)
+        return value
+
     @model_validator(mode="after")
     def _check_together(self) -> Settings:
         if self.shard >= self.total_shards:
             raise _FieldError("shard", self.shard, f"must be less than --total-shards ({self.total_shards})")
         if self.poll_finished_interval < self.poll_interval:
-            raise _FieldError("poll_finished_interval", self.poll_finished_interval, "must be at least --poll.interval")
+            raise _FieldError("poll_finished_interval", self.poll_finished_interval,
+                              f"must be at least --poll.interval ({self.poll_interval:g}s)")
         if self.poll_stale_after < self.poll_interval:
-            raise _FieldError("poll_stale_after", self.poll_stale_after, "must be at least --poll.interval")
+            raise _FieldError("poll_stale_after", self.poll_stale_after,
+                              f"must be at least --poll.interval ({self.poll_interval:g}s)")
         if self.password is not None and self.password_file is not None:
             raise _FieldError("password_file", self.password_file, "set either OPENSRS_PASSWORD or OPENSRS_PASSWORD_FILE, not both")
         if self.demo:
@@ -305,7 +350,9 @@ class Settings(BaseSettings):
             # or unit names by default need not exist.
             return self
         if self.config_file is not None:
-            for name in ("oma_url", "oma_user", "jobs"):
+            # Each account in the file has its own endpoint, credentials, CA file, token
+            # mode and discovery, so the flat form of those settings would be ignored.
+            for name in ("oma_url", "oma_user", "jobs", "oma_ca_file", "oma_session_token", "discovery"):
                 if getattr(self, name):
                     raise _FieldError(name, getattr(self, name), "cannot be combined with --config.file, "
                                       "which names the accounts and their jobs")
@@ -341,7 +388,8 @@ class Settings(BaseSettings):
         else:
             return ""
         if not secret:
-            raise SettingsError("invalid setting OPENSRS_PASSWORD: the password is empty; expected the OMA admin password")
+            source = "OPENSRS_PASSWORD_FILE: the file is empty" if self.password is None else "OPENSRS_PASSWORD: it is empty"
+            raise SettingsError(f"invalid setting {source}; expected the OMA admin password")
         return secret
 
     def summary(self) -> dict[str, object]:
@@ -365,10 +413,12 @@ _URL_PASSWORD = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*@")
 
 
 def _describe_value(option: Option, value: Any) -> str:
-    if option.secret:
-        return "<hidden>"
     if value is None:
         return "<unset>"
+    if option.secret:
+        return "<hidden>"
+    if isinstance(value, Path):
+        value = str(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = _URL_PASSWORD.sub(r"\1:<hidden>@", text)
     return json.dumps(text[:200], ensure_ascii=False)

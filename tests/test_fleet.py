@@ -286,3 +286,35 @@ def test_reload_by_signal_and_http(tmp_path, two_simulators):
         assert "1700000000002" in job_ids_in(samples), "a failed reload must keep the running jobs"
     finally:
         assert exporter.stop() == 0
+
+
+def test_discovery_skips_unusable_job_ids():
+    from exporter.fleet import _parse_jobs
+
+    now = time.time()
+    listed = _parse_jobs({"jobs": [
+        {"job": "a b", "date": now}, {"job": "", "date": now}, {"job": "x" * 5000, "date": now},
+        {"job": "00123", "date": now - 60}, {"job": 42, "date": "oops"}, {"job": "future", "date": 9e99},
+        {"job": True}, "not an object",
+    ]})
+    assert set(listed) == {"00123", "42", "future"}
+    assert listed["00123"] == pytest.approx(now - 60)
+    assert listed["future"] <= time.time(), "a future date must not keep a job from ever expiring"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        pytest.param("", "the top level must be a mapping", id="empty"),
+        pytest.param("- a\n- b\n", "the top level must be a mapping", id="list"),
+        pytest.param("accounts: [this is: not valid", "line 1, column", id="broken-yaml"),
+        pytest.param(f"accounts:\n  - name: a\n    password: {PASSWORD_B}\n", "passwords are not accepted", id="inline"),
+    ],
+)
+def test_config_file_structure_errors(tmp_path, text, fragment):
+    config = tmp_path / "accounts.yml"
+    config.write_text(text)
+    with pytest.raises(ConfigFileError) as caught:
+        load_config_file(config)
+    assert fragment in str(caught.value)
+    assert PASSWORD_B not in str(caught.value)

@@ -222,3 +222,30 @@ def test_cli_help_has_no_secret_and_names_env():
     assert "OPENSRS_POLL_INTERVAL" in result.stdout
     assert "OPENSRS_PASSWORD_FILE" in result.stdout
     assert PASSWORD not in result.stdout
+
+
+def test_ca_file_must_hold_certificates(environment, tmp_path):
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("this is not a certificate\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"oma_ca_file": str(not_pem)})
+    assert "not a readable PEM file of CA certificates" in str(caught.value)
+    assert f'="{not_pem}"' in str(caught.value)
+
+
+@pytest.mark.parametrize("address", ["999.1.1.1:80", "nosuchhost.invalid:80", "[zz]:80"])
+def test_listen_host_must_resolve(environment, address):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"web_listen_address": address})
+    assert "--web.listen-address" in str(caught.value)
+
+
+@pytest.mark.parametrize("flags", [{"discovery": True}, {"oma_session_token": True}])
+def test_config_file_rejects_flat_account_settings(environment, tmp_path, flags):
+    for name in ("OPENSRS_OMA_URL", "OPENSRS_OMA_USER", "OPENSRS_JOBS"):
+        environment.delenv(name)
+    config = tmp_path / "accounts.yml"
+    config.write_text("accounts: []\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"config_file": str(config), **flags})
+    assert "cannot be combined with --config.file" in str(caught.value)
