@@ -224,7 +224,12 @@ class OmaClient:
             )
         except requests.Timeout as error:
             raise PollError(errors.TIMEOUT, f"{method}: {url} timed out ({type(error).__name__})") from None
-        except (requests.ConnectionError, requests.exceptions.InvalidURL, requests.exceptions.SSLError) as error:
+        except requests.exceptions.SSLError as error:
+            # A certificate that fails verification fails again on a retry.
+            raise PollError(
+                errors.CONNECTION, f"{method}: TLS with {url} failed ({_describe(_innermost(error))})", transient=False
+            ) from None
+        except (requests.ConnectionError, requests.exceptions.InvalidURL) as error:
             raise PollError(errors.CONNECTION, f"{method}: cannot connect to {url} ({_describe(_innermost(error))})") from None
 
         with response:
@@ -287,6 +292,8 @@ def _decode(method: str, payload: bytes) -> dict[str, Any]:
 
 
 def _is_retryable(error: PollError) -> bool:
+    if error.transient is not None:
+        return error.transient
     if error.reason == errors.CONNECTION:
         return True
     if error.reason == errors.HTTP_STATUS:

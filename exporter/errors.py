@@ -18,13 +18,16 @@ class PollError(Exception):
     method, URL, status and error text only.
     """
 
-    def __init__(self, reason: str, message: str, error_number: int | None = None, http_status: int | None = None):
+    def __init__(self, reason: str, message: str, error_number: int | None = None, http_status: int | None = None,
+                 transient: bool | None = None):
         if reason not in REASONS:
             raise ValueError(f"unknown poll failure reason {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.error_number = error_number
         self.http_status = http_status
+        self.transient = transient
+        """Whether a retry may succeed; None leaves the decision to the reason."""
 
 
 class ResponseError(Exception):

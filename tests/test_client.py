@@ -288,3 +288,33 @@ def test_redirect_not_followed(status):
     assert "set --oma.url to the final URL" in str(caught.value)
     assert elsewhere.requests == [], "the credentials went to the redirect target"
     assert len(server.requests) == 1
+
+
+def test_untrusted_certificate_not_retried(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl not found: install the Debian package openssl"
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(certificate), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    with ScriptedServer(lambda method, body: json_reply(OK_STATUS), ssl_context=context) as server:
+        with pytest.raises(PollError) as caught:
+            make_client(server, retries=2).migration_status("1", deadline())
+        # The server counts a failed handshake in its own thread, after the client gave up.
+        end = time.monotonic() + 3
+        while server.handshake_failures == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        failures = server.handshake_failures
+    assert caught.value.reason == errors.CONNECTION
+    assert "certificate" in str(caught.value).lower()
+    assert failures == 1, "a certificate that fails verification must not be retried"
