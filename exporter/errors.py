@@ -31,4 +31,4 @@ class PollError(Exception):
 
 
 class ResponseError(Exception):
-    """A response body that is not a usable migration_status answer."""
+    """A response body that is not a usable migration_status response."""
