@@ -208,6 +208,10 @@ def _read_password_file(account: str, path: Path) -> str:
         ) from None
     if not password:
         raise ConfigFileError(f"account {account!r}: password_file {path} is empty")
+    if "\n" in password or "\r" in password:
+        raise ConfigFileError(
+            f"account {account!r}: password_file {path} contains more than one line; put the password on one line"
+        )
     return password
 
 

@@ -95,7 +95,7 @@ class Exporter:
             for client in replaced:
                 client.close()
             log.info("configuration reloaded", extra={"accounts": ",".join(sorted(self._accounts))})
-            return True, f"reloaded {len(accounts)} accounts"
+            return True, "reloaded 1 account" if len(accounts) == 1 else f"reloaded {len(accounts)} accounts"
 
     def _build_client(self, account: Account) -> OmaClient:
         settings = self._settings

@@ -92,6 +92,8 @@ class JobDirectory:
         self._reload_successful = True
         self._reload_success_timestamp: float | None = None
         self._on_first_pass: Callable[[], None] = lambda: None
+        self._first_seen: dict[str, dict[str, float]] = {}
+        self._problems_logged: dict[str, set[str]] = {}
         self._state = FleetState()
         self.set_accounts(accounts, clients)
 
@@ -180,14 +182,23 @@ class JobDirectory:
         client = self._clients.get(account.name)
         if client is None:
             return
+        now = self._wall_clock()
         try:
             document = client.migration_jobs(self._clock() + DISCOVERY_DEADLINE)
-            listed = _parse_jobs(document)
+            listed, problems = _parse_jobs(document, now)
         except PollError as error:
             self._record_failure(account, error.reason, str(error))
             return
-        oldest = self._wall_clock() - account.discovery.max_age
-        current = {job_id: date for job_id, date in listed.items() if date >= oldest}
+        self._log_new_problems(account, problems)
+        # A job without a usable date counts as submitted when it was first listed,
+        # so it is polled at once and still leaves the window like any other.
+        first_seen = self._first_seen.setdefault(account.name, {})
+        dated = {job_id: date if date is not None else first_seen.setdefault(job_id, now)
+                 for job_id, date in listed.items()}
+        for job_id in set(first_seen) - set(listed):
+            del first_seen[job_id]
+        oldest = now - account.discovery.max_age
+        current = {job_id: date for job_id, date in dated.items() if date >= oldest}
         with self._lock:
             previous = self._discovered.get(account.name)
             stats = self._stats.get(account.name, DiscoveryStats())
@@ -209,6 +220,15 @@ class JobDirectory:
                 stats, jobs=len(current), last_success=self._wall_clock(), changes=MappingProxyType(dict(changes))
             )
             self._publish()
+
+    def _log_new_problems(self, account: Account, problems: list[str]) -> None:
+        """Log each unusable migration_jobs entry once per account, not on every discovery."""
+        seen = self._problems_logged.setdefault(account.name, set())
+        for problem in problems:
+            if problem not in seen and len(seen) < 1000:
+                seen.add(problem)
+                log.warning("migration_jobs listed an unusable job; skipping it",
+                            extra={"account": account.name, "error": problem})
 
     def _record_failure(self, account: Account, reason: str, message: str) -> None:
         with self._lock:
@@ -235,26 +255,26 @@ class JobDirectory:
         self._apply(self.job_accounts())
 
 
-def _parse_jobs(document: Mapping[str, Any]) -> dict[str, float]:
-    """Return job IDs and submission times from a migration_jobs response.
+def _parse_jobs(document: Mapping[str, Any], now: float) -> tuple[dict[str, float | None], list[str]]:
+    """Return job IDs with submission times from a migration_jobs response, and the problems.
 
-    Entries without a usable `job` are skipped. An entry without a usable `date`
-    counts as submitted now, so a malformed date never hides a new job.
+    Entries without a usable `job` are skipped and described in the problems. An
+    entry whose `date` is missing, malformed or in the future gets None, so the
+    caller can date it by when it was first listed.
     """
     jobs = document.get("jobs")
     if not isinstance(jobs, list):
         raise PollError(errors.INVALID_RESPONSE, "migration_jobs: response has no 'jobs' list")
-    result: dict[str, float] = {}
-    now = time.time()
+    result: dict[str, float | None] = {}
+    problems: list[str] = []
     for entry in jobs:
-        if not isinstance(entry, dict):
-            continue
-        job = entry.get("job")
+        job = entry.get("job") if isinstance(entry, dict) else None
         if isinstance(job, bool) or not isinstance(job, str | int):
+            problems.append("an entry without a string or whole-number 'job'")
             continue
         problem = job_id_problem(str(job))
         if problem:
-            log.warning("migration_jobs listed an unusable job ID; skipping it", extra={"error": problem})
+            problems.append(problem)
             continue
         date = entry.get("date")
         if isinstance(date, str):
@@ -262,9 +282,7 @@ def _parse_jobs(document: Mapping[str, Any]) -> dict[str, float]:
                 date = float(date)
             except ValueError:
                 date = None
-        # A missing, malformed or future date counts as now, so the job is polled
-        # and later expires like any other.
         if isinstance(date, bool) or not isinstance(date, int | float) or not now - 1e10 < date <= now:
-            date = now
-        result[str(job)] = float(date)
-    return result
+            date = None
+        result[str(job)] = None if date is None else float(date)
+    return result, problems

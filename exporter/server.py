@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # about twenty times smaller than the plain text. Every poll pays this once.
 GZIP_LEVEL = 1
 
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
 # The largest request body read and dropped; no endpoint takes a body.
 MAX_REQUEST_BODY = 65536
 
@@ -71,9 +73,14 @@ def choose_format(accept: str | None) -> tuple[Callable, str]:
     `version=abc`); a client's bad header must not cost it the metrics.
     """
     try:
-        return choose_encoder(accept or "")
+        encoder, content_type = choose_encoder(accept or "")
     except (TypeError, ValueError, IndexError):
         return choose_encoder("")
+    if content_type.startswith("application/openmetrics-text"):
+        # The cached renderer writes OpenMetrics 1.0.0 whatever version was requested,
+        # so the content type must say 1.0.0 too.
+        return encoder, OPENMETRICS_CONTENT_TYPE
+    return encoder, content_type
 
 
 class Exposition:
@@ -383,7 +390,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         if not self._discard_body() or not self._authorized(head=False):
             return
-        if urlsplit(self.path).path == "/-/reload" and self.server.reload_handler is not None:
+        path = urlsplit(self.path).path
+        if path not in ("/-/reload", self.server.telemetry_path, "/", "/-/healthy", "/-/ready"):
+            self._send(404, b"Not found. See / for the available paths.\n", "text/plain; charset=utf-8", head=False)
+            return
+        if path == "/-/reload" and self.server.reload_handler is not None:
             succeeded, message = self.server.reload_handler()
             self._send(200 if succeeded else 500, f"{message}\n".encode(), "text/plain; charset=utf-8", head=False)
             return
@@ -392,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _method_not_allowed(self) -> None:
         allowed = "POST" if urlsplit(self.path).path == "/-/reload" else "GET, HEAD"
         self._send(405, f"Method {self.command} not allowed here: use {allowed}.\n".encode(),
-                   "text/plain; charset=utf-8", head=False, extra={"Allow": allowed})
+                   "text/plain; charset=utf-8", head=self.command == "HEAD", extra={"Allow": allowed})
 
     def do_PUT(self) -> None:  # noqa: N802
         if self._discard_body():
@@ -406,16 +417,24 @@ class _Handler(BaseHTTPRequestHandler):
         Returns False after sending 413 and closing when the body is too large or
         its length is unknown, because no endpoint here takes a body.
         """
-        length = self.headers.get("Content-Length", "0").strip()
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        if chunked or not length.isdigit() or int(length) > MAX_REQUEST_BODY:
-            self.close_connection = True
-            self._send(413, b"Request body too large or of unknown length; no endpoint takes a body.\n",
-                       "text/plain; charset=utf-8", head=False, extra={"Connection": "close"})
-            return False
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
+        length = lengths.pop() if len(lengths) == 1 else ""
+        if self.headers.get("Transfer-Encoding") is not None:
+            return self._reject_body(411, b"Send requests without Transfer-Encoding; no endpoint takes a body.\n")
+        if not length.isdigit():
+            # A missing, malformed or repeated conflicting length (RFC 9112, section 6.3).
+            return self._reject_body(400, b"Invalid Content-Length.\n")
+        if int(length) > MAX_REQUEST_BODY:
+            return self._reject_body(413, b"Request body too large; no endpoint takes a body.\n")
         if int(length):
             self.rfile.read(int(length))
         return True
+
+    def _reject_body(self, status: int, message: bytes) -> bool:
+        self.close_connection = True
+        self._send(status, message, "text/plain; charset=utf-8", head=self.command == "HEAD",
+                   extra={"Connection": "close"})
+        return False
 
     def _authorized(self, head: bool) -> bool:
         """Send 401 and return False unless basic authentication is off or the request passes it."""
@@ -424,9 +443,6 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         log.debug("basic authentication failed", extra={"client": self.client_address[0], "path": self.path})
         extra = {"WWW-Authenticate": f'Basic realm="{BASIC_AUTH_REALM}"'}
-        if self.command not in ("GET", "HEAD"):
-            # The request body stays unread, so the connection cannot carry another request.
-            extra["Connection"] = "close"
         self._send(401, b"Unauthorized: send valid basic-auth credentials.\n", "text/plain; charset=utf-8", head, extra)
         return False
 

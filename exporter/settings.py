@@ -387,9 +387,13 @@ class Settings(BaseSettings):
                 ) from None
         else:
             return ""
+        source = "OPENSRS_PASSWORD_FILE" if self.password is None else "OPENSRS_PASSWORD"
         if not secret:
-            source = "OPENSRS_PASSWORD_FILE: the file is empty" if self.password is None else "OPENSRS_PASSWORD: it is empty"
-            raise SettingsError(f"invalid setting {source}; expected the OMA admin password")
+            raise SettingsError(f"invalid setting {source}: the password is empty; expected the OMA admin password")
+        if "\n" in secret or "\r" in secret:
+            raise SettingsError(
+                f"invalid setting {source}: the password contains a line break; expected the password on one line"
+            )
         return secret
 
     def summary(self) -> dict[str, object]:

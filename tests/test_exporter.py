@@ -442,3 +442,42 @@ def test_gzip_negotiation(served, header, compressed):
     status, headers, _ = fetch(base + "/metrics", {"Accept-Encoding": header})
     assert status == 200
     assert (headers.get("Content-Encoding") == "gzip") is compressed
+
+
+def test_head_on_reload_sends_no_body(served):
+    _, base = served
+    request = b"HEAD /-/reload HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    received = raw_exchange(base, request)
+    assert received.startswith(b"HTTP/1.1 405")
+    assert received.count(b"HTTP/1.1 ") == 2
+    assert received.endswith(b"Healthy\n")
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        pytest.param(b"Content-Length: 0\r\nContent-Length: 36\r\n", b"400", id="conflicting-lengths"),
+        pytest.param(b"Content-Length: -1\r\n", b"400", id="negative-length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n", b"411", id="chunked"),
+    ],
+)
+def test_ambiguous_body_rejected_and_closed(served, headers, status):
+    _, base = served
+    smuggled = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+    received = raw_exchange(base, b"POST /-/reload HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + smuggled)
+    assert received.startswith(b"HTTP/1.1 " + status)
+    assert received.count(b"HTTP/1.1 ") == 1
+
+
+def test_post_to_unknown_path_is_404(served):
+    _, base = served
+    status, _, _ = fetch(base + "/nowhere", method="POST")
+    assert status == 404
+
+
+def test_openmetrics_content_type_names_rendered_version(served):
+    harness, base = served
+    harness.poller.poll_all()
+    _, headers, body = fetch(base + "/metrics", {"Accept": "application/openmetrics-text; version=2.0.0"})
+    assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert body.endswith(b"# EOF\n")

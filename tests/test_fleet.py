@@ -292,14 +292,36 @@ def test_discovery_skips_unusable_job_ids():
     from exporter.fleet import _parse_jobs
 
     now = time.time()
-    listed = _parse_jobs({"jobs": [
+    listed, problems = _parse_jobs({"jobs": [
         {"job": "a b", "date": now}, {"job": "", "date": now}, {"job": "x" * 5000, "date": now},
         {"job": "00123", "date": now - 60}, {"job": 42, "date": "oops"}, {"job": "future", "date": 9e99},
         {"job": True}, "not an object",
-    ]})
+    ]}, now)
     assert set(listed) == {"00123", "42", "future"}
     assert listed["00123"] == pytest.approx(now - 60)
-    assert listed["future"] <= time.time(), "a future date must not keep a job from ever expiring"
+    assert listed["42"] is None
+    assert listed["future"] is None
+    assert len(problems) == 5
+
+
+def test_undated_job_expires_after_first_listing():
+    class Jobs:
+        def migration_jobs(self, deadline):
+            return {"success": True, "jobs": [{"job": "future", "date": 9e99}, {"job": "undated"}]}
+
+    now = [1_800_000_000.0]
+    applied: list[dict] = []
+    account = Account(name="a", url="http://127.0.0.1:9/api", user="u", password="p",
+                      discovery=Discovery(enabled=True, interval=60, max_age=3600))
+    directory = JobDirectory([account], {"a": Jobs()}, applied.append, wall_clock=lambda: now[0])
+    directory.discover_all()
+    assert set(applied[-1]) == {"future", "undated"}
+    now[0] += 1800
+    directory.discover_all()
+    assert set(applied[-1]) == {"future", "undated"}, "first listing is the submission time"
+    now[0] += 1801
+    directory.discover_all()
+    assert applied[-1] == {}, "a job without a usable date must still leave the window"
 
 
 @pytest.mark.parametrize(

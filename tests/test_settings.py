@@ -249,3 +249,15 @@ def test_config_file_rejects_flat_account_settings(environment, tmp_path, flags)
     with pytest.raises(SettingsError) as caught:
         load_settings({"config_file": str(config), **flags})
     assert "cannot be combined with --config.file" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", ["secret\n\n", "\n\n", "first\nsecond\n"])
+def test_multiline_password_file_rejected(environment, tmp_path, content):
+    environment.delenv("OPENSRS_PASSWORD")
+    secret_file = tmp_path / "password"
+    secret_file.write_text(content)
+    environment.setenv("OPENSRS_PASSWORD_FILE", str(secret_file))
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}).read_password()
+    assert "OPENSRS_PASSWORD_FILE" in str(caught.value)
+    assert "secret" not in str(caught.value)
