@@ -189,16 +189,26 @@ class JobDirectory:
         except PollError as error:
             self._record_failure(account, error.reason, str(error))
             return
+
         self._log_new_problems(account, problems)
-        # A job without a usable date counts as submitted when it was first listed,
-        # so it is polled at once and still leaves the window like any other.
+        dated = self._date_jobs(account, listed, now)
+        oldest = now - account.discovery.max_age
+        current = {job_id: date for job_id, date in dated.items() if date >= oldest}
+        self._record_discovery(account, current)
+
+    def _date_jobs(self, account: Account, listed: dict[str, float | None], now: float) -> dict[str, float]:
+        """Give each listed job a submission time, using the first listing for undated jobs.
+
+        An undated job is polled at once and still leaves the window like any other.
+        """
         first_seen = self._first_seen.setdefault(account.name, {})
         dated = {job_id: date if date is not None else first_seen.setdefault(job_id, now)
                  for job_id, date in listed.items()}
         for job_id in set(first_seen) - set(listed):
             del first_seen[job_id]
-        oldest = now - account.discovery.max_age
-        current = {job_id: date for job_id, date in dated.items() if date >= oldest}
+        return dated
+
+    def _record_discovery(self, account: Account, current: dict[str, float]) -> None:
         with self._lock:
             previous = self._discovered.get(account.name)
             stats = self._stats.get(account.name, DiscoveryStats())

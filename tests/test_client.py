@@ -9,7 +9,7 @@ import pytest
 from exporter import errors
 from exporter.client import OmaClient
 from exporter.errors import PollError
-from tests.scripted_server import Reply, ScriptedServer, json_reply
+from tests.scripted_server import Reply, ScriptedServer, json_reply, make_self_signed_certificate
 
 PASSWORD = "test-password-7f3a"
 OK_STATUS = {"success": True, "rate": "0 B/s", "users": []}
@@ -291,19 +291,9 @@ def test_redirect_not_followed(status):
 
 
 def test_untrusted_certificate_not_retried(tmp_path):
-    import shutil
     import ssl
-    import subprocess
 
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl not found: install the Debian package openssl"
-    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(certificate), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
+    certificate, key = make_self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
     with ScriptedServer(lambda method, body: json_reply(OK_STATUS), ssl_context=context) as server:

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.errors import REASONS
-from tests.scripted_server import Reply, ScriptedServer, json_reply
+from tests.scripted_server import Reply, ScriptedServer, json_reply, make_self_signed_certificate
 from tests.test_e2e import ExporterProcess
 
 PASSWORD = "test-password-7f3a"
@@ -378,17 +378,7 @@ def test_duplicate_keys_last_wins(exporter_for):
 @pytest.fixture(scope="module")
 def self_signed_certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that no system CA store trusts, and its key."""
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl not found: install the Debian package openssl"
-    folder = tmp_path_factory.mktemp("tls")
-    certificate, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(certificate), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return certificate, key
+    return make_self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def tls_server(certificate: Path, key: Path) -> ScriptedServer:
