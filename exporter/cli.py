@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(settings: Settings, password: str) -> int:
     """Start the simulator (in demo mode), the exporter and the HTTP server; block until a signal."""
     # Handlers first: a SIGTERM during start-up must end the process cleanly, not with
-    # the default action, and the loop below sees it once start-up is done.
+    # the default action, and the loop below handles it once start-up is done.
     stop = threading.Event()
     reload_requested = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):

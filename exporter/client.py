@@ -208,7 +208,7 @@ class OmaClient:
     def _read_body(self, method: str, url: str, data: bytes, deadline: float) -> bytes:
         """POST and read the whole body, stopping at the deadline or the size limit.
 
-        The read timeout bounds each wait for data; the deadline bounds the whole
+        The read timeout bounds each wait for data, and the deadline bounds the whole
         call, so a server that trickles its body one byte at a time is cut off too.
         """
         remaining = deadline - self._clock()

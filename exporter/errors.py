@@ -27,7 +27,7 @@ class PollError(Exception):
         self.error_number = error_number
         self.http_status = http_status
         self.transient = transient
-        """Whether a retry may succeed; None leaves the decision to the reason."""
+        """True or False when the failure is known to be transient or not; None lets `reason` decide."""
 
 
 class ResponseError(Exception):

@@ -17,7 +17,7 @@ import hashlib
 import re
 
 MAX_LABEL_VALUE_BYTES = 128
-"""Longest label value, in UTF-8 bytes, that `shorten_label_value` returns."""
+"""Maximum length, in UTF-8 bytes, of a label value that `shorten_label_value` returns."""
 
 HASH_SUFFIX_LENGTH = 9
 """Bytes of the suffix of a shortened value: `~` and 8 hex digits."""

@@ -251,7 +251,7 @@ def plan_series(jobs: Iterable, folders: bool, series_limit: int) -> SeriesPlan:
     """Choose the jobs whose folder series fit in `series_limit` (0: no limit).
 
     Job and user series always count and are always kept. Folder series are then
-    added job by job in job ID order; from the first job that does not fit, every
+    added job by job in job ID order. From the first job that does not fit, every
     later job's folder series are left out, so the cut moves only when the counts do.
     `jobs` are poller JobViews in job ID order.
     """

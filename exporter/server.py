@@ -78,7 +78,7 @@ def choose_format(accept: str | None) -> tuple[Callable, str]:
         return choose_encoder("")
     if content_type.startswith("application/openmetrics-text"):
         # The cached renderer writes OpenMetrics 1.0.0 whatever version was requested,
-        # so the content type must say 1.0.0 too.
+        # so the content type must name 1.0.0 too.
         return encoder, OPENMETRICS_CONTENT_TYPE
     return encoder, content_type
 

@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 whose answers each test scripts.
+"""A real HTTP server on 127.0.0.1 whose responses each test scripts.
 
 Tests for the client and the poller use it to play an OMA endpoint that misbehaves
 in one exact way. `respond(method, body)` returns a `Reply`; the server records every

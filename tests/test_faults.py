@@ -1,6 +1,6 @@
 """Fault matrix: the console script against an OMA that misbehaves in one way per test.
 
-Each test starts a scripted server that answers job HEALTHY normally and job FAULTY
+Each test starts a scripted server that serves job HEALTHY normally and job FAULTY
 with one fault, then the installed console script with short deadlines. It checks
 that the process keeps running, that `/metrics` stays valid for both
 prometheus_client's parser and `promtool check metrics`, that the healthy job is
@@ -63,7 +63,7 @@ def status_document(local: str) -> dict:
 
 
 def routed(fault: Callable[[], Reply]) -> Callable[[str, dict], Reply]:
-    """Answer FAULTY with `fault()` and every other job with a healthy response."""
+    """Respond to FAULTY with `fault()` and to every other job with a healthy response."""
 
     def respond(method: str, body: dict) -> Reply:
         if body.get("job") == FAULTY:
